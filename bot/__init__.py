@@ -1,0 +1,1 @@
+"""modelbot: Slack ChatOps for the ML model lifecycle."""

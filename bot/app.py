@@ -1,0 +1,49 @@
+"""The Bolt app factory: one App per process, listeners registered from handlers/."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from slack_bolt import App, BoltResponse
+
+from bot.services import Services
+from bot.store.foundation import claim_delivery
+
+log = logging.getLogger(__name__)
+
+
+def build_app(services: Services, *, token_verification: bool = True) -> App:
+    settings = services.settings
+    app = App(
+        client=services.slack,
+        signing_secret=settings.SLACK_SIGNING_SECRET or "",
+        # Socket Mode traffic is authenticated by the app token; HTTP traffic by the signature.
+        request_verification_enabled=not settings.socket_mode,
+        token_verification_enabled=token_verification,
+        # Ack first, work after: listeners run in this pool once ack() has answered Slack.
+        process_before_response=False,
+        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+        raise_error_for_unhandled_request=False,
+        name="modelbot",
+    )
+
+    @app.middleware
+    def provide_services(context, body, next):
+        context["services"] = services
+        # Slack redelivers an event it thinks we missed; an event acted on once is acknowledged and dropped.
+        if body.get("type") == "event_callback" and body.get("event_id"):
+            with services.store.session() as s:
+                first = claim_delivery(s, "event:" + body["event_id"])
+            if not first:
+                return BoltResponse(status=200, body="")
+        return next()
+
+    @app.error
+    def on_error(error, body, logger):
+        logger.exception("listener failed: %s", error)
+
+    from handlers import register
+
+    register(app)
+    return app

@@ -1,0 +1,98 @@
+"""Settings from the environment (and a .env file), per the configuration contract in DESIGN.md."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    SLACK_BOT_TOKEN: str | None = None
+    SLACK_SIGNING_SECRET: str | None = None
+    SLACK_APP_TOKEN: str | None = None
+    SLACK_API_URL: str = "https://slack.com/api/"
+    PORT: int = Field(default=3000, ge=1, le=65535)
+    DATABASE_URL: str = "sqlite:///modelbot.db"
+    MODELS_FILE: str = "models.toml"
+    AIRFLOW_URL: str | None = None
+    AIRFLOW_USERNAME: str | None = None
+    AIRFLOW_PASSWORD: str | None = None
+    AIRFLOW_TOKEN: str | None = None
+    AWS_REGION: str | None = None
+    AWS_ENDPOINT_URL: str | None = None
+    PAGERDUTY_ROUTING_KEY: str | None = None
+    PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
+    MODELBOT_JOB_INTERVAL_SECONDS: float = Field(default=30, gt=0)
+    # Extensions (not in the contract table, all optional).
+    MODELBOT_WEB_WORKERS: int = Field(default=2, ge=1)
+    MODELBOT_WEB_THREADS: int = Field(default=16, ge=1)
+    MODELBOT_PAGE_ESCALATION_MINUTES: float = Field(default=15, gt=0)
+    AIRFLOW_UI_URL: str | None = None
+
+    @field_validator("SLACK_API_URL")
+    @classmethod
+    def _trailing_slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("AIRFLOW_URL")
+    @classmethod
+    def _no_api_suffix(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        v = v.rstrip("/")
+        if v.endswith("/api/v2"):
+            raise ValueError("give the Airflow base URL without /api/v2, e.g. http://airflow:8080")
+        return v
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.SLACK_APP_TOKEN)
+
+    @property
+    def airflow_configured(self) -> bool:
+        return bool(self.AIRFLOW_URL)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return normalise_database_url(self.DATABASE_URL)
+
+
+def normalise_database_url(url: str) -> str:
+    """Heroku-style postgres:// URLs and bare postgresql:// both mean psycopg 3 here."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("Invalid configuration: " + "; ".join(problems)) from None
+
+
+def missing_for_start(settings: Settings) -> list[str]:
+    """What must still be set before the web process can talk to Slack, as 'NAME (why)' lines."""
+    missing = []
+    if not settings.SLACK_BOT_TOKEN:
+        missing.append("SLACK_BOT_TOKEN (the bot token, xoxb-..., from OAuth & Permissions)")
+    if settings.socket_mode:
+        if not settings.SLACK_APP_TOKEN.startswith("xapp-"):
+            missing.append("SLACK_APP_TOKEN (must be an app-level token starting with xapp-, scope connections:write)")
+    elif not settings.SLACK_SIGNING_SECRET:
+        missing.append(
+            "SLACK_SIGNING_SECRET (Basic Information > Signing Secret; needed in HTTP mode) "
+            "or SLACK_APP_TOKEN (xapp-..., for Socket Mode)"
+        )
+    return missing

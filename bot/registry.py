@@ -1,0 +1,236 @@
+"""The model registry: models.toml per the contract in DESIGN.md.
+
+Loading is strict on purpose: a typo in a file that decides who may roll back production should stop the
+app at start with the file, the model and the field named, not surface at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_ONCALL = re.compile(r"^[SUW][A-Z0-9]{2,}$")
+SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RegistryError(Exception):
+    """The models file cannot be used; the message names the file, the model and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RolloutSettings(_Strict):
+    steps: tuple[float, ...] = (10, 25, 50, 100)
+    min_requests: int = Field(default=500, ge=1)
+    margin: float = Field(default=0.002, gt=0, lt=1)
+    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    max_step_minutes: float = Field(default=120, gt=0)
+    bake_minutes: float = Field(default=60, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("needs at least one step, ending at 100")
+        if any(not (0 < s <= 100) for s in v):
+            raise ValueError("every step is a traffic percent in (0, 100]")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("steps must increase strictly")
+        if v[-1] != 100:
+            raise ValueError("the last step must be 100 (full traffic to the candidate)")
+        return v
+
+
+class Defaults(_Strict):
+    region: str = "us-east-1"
+    alert_channel: str | None = None
+    oncall: str | None = None
+    admins: tuple[str, ...] = ()
+
+    @field_validator("alert_channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is not None and not SLACK_CHANNEL.match(v):
+            raise ValueError(f"{v!r} is not a Slack channel ID (C..., G...)")
+        return v
+
+    @field_validator("oncall")
+    @classmethod
+    def _oncall(cls, v: str | None) -> str | None:
+        if v is not None and not SLACK_ONCALL.match(v):
+            raise ValueError(f"{v!r} is not a Slack user group (S...) or user (U...) ID")
+        return v
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for u in v:
+            if not SLACK_USER.match(u):
+                raise ValueError(f"{u!r} is not a Slack user ID (U...)")
+        return v
+
+
+class ModelSpec(_Strict):
+    dag_id: str | None = None
+    endpoint: str | None = None
+    channel: str
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] = "maximize"
+    owners: tuple[str, ...] = ()
+    oncall: str | None = None
+    region: str | None = None
+    alert_channel: str | None = None
+    vcpu: float | None = Field(default=None, gt=0)
+    memory_gib: float | None = Field(default=None, gt=0)
+    gpus: int = Field(default=0, ge=0)
+    rollout: RolloutSettings = RolloutSettings()
+
+    @field_validator("channel", "alert_channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is not None and not SLACK_CHANNEL.match(v):
+            raise ValueError(f"{v!r} is not a Slack channel ID (C..., G...)")
+        return v
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for u in v:
+            if not SLACK_USER.match(u):
+                raise ValueError(f"{u!r} is not a Slack user ID (U...)")
+        return v
+
+    @field_validator("oncall")
+    @classmethod
+    def _oncall(cls, v: str | None) -> str | None:
+        if v is not None and not SLACK_ONCALL.match(v):
+            raise ValueError(f"{v!r} is not a Slack user group (S...) or user (U...) ID")
+        return v
+
+
+class _File(_Strict):
+    defaults: Defaults = Defaults()
+    models: dict[str, ModelSpec] = {}
+
+    @model_validator(mode="after")
+    def _names(self) -> "_File":
+        for name in self.models:
+            if not MODEL_NAME.match(name):
+                raise ValueError(f"model name {name!r} may hold only letters, digits, '_', '-' and '.'")
+        return self
+
+
+@dataclass(frozen=True)
+class Model:
+    """One registered model with the defaults already applied."""
+
+    name: str
+    spec: ModelSpec
+    defaults: Defaults
+
+    def __getattr__(self, item: str) -> Any:  # spec fields read as model.endpoint, model.owners, ...
+        return getattr(self.spec, item)
+
+    @property
+    def region(self) -> str:
+        return self.spec.region or self.defaults.region
+
+    @property
+    def oncall(self) -> str | None:
+        return self.spec.oncall or self.defaults.oncall
+
+    @property
+    def alert_channel(self) -> str | None:
+        return self.spec.alert_channel or self.defaults.alert_channel
+
+    @property
+    def admins(self) -> tuple[str, ...]:
+        return self.defaults.admins
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: str
+    defaults: Defaults
+    models: dict[str, Model] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def get(self, name: str) -> Model | None:
+        return self.models.get(name)
+
+    def suggest(self, name: str) -> list[str]:
+        lowered = {n.lower(): n for n in self.models}
+        hits = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+        return [lowered[h] for h in hits]
+
+    def by_dag(self, dag_id: str) -> list[Model]:
+        return [m for m in self.models.values() if m.dag_id == dag_id]
+
+    def by_endpoint(self, endpoint: str) -> list[Model]:
+        return [m for m in self.models.values() if m.endpoint == endpoint]
+
+
+def _describe_location(loc: tuple[Any, ...]) -> tuple[str | None, str]:
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "models":
+        return parts[1], ".".join(parts[2:]) or "(the table)"
+    return None, ".".join(parts) or "(top level)"
+
+
+_KNOWN_FIELDS = {
+    "models": set(ModelSpec.model_fields),
+    "rollout": set(RolloutSettings.model_fields),
+    "defaults": set(Defaults.model_fields),
+}
+
+
+def _explain(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        loc = [str(p) for p in err["loc"]]
+        table = "rollout" if "rollout" in loc[:-1] else ("defaults" if loc[0] == "defaults" else "models")
+        if loc[0] != "models" and loc[0] != "defaults" and len(loc) == 1:
+            table = None
+        known = _KNOWN_FIELDS.get(table, {"defaults", "models"})
+        close = difflib.get_close_matches(loc[-1], sorted(known), n=1)
+        msg = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(known))}")
+    elif err["type"] == "missing":
+        msg = "is required"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return msg
+
+
+def load_registry(path: str | Path) -> Registry:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(
+            f"{path}: models file not found. Copy models.example.toml to {path} or set MODELS_FILE."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        parsed = _File.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            model, fld = _describe_location(err["loc"])
+            where = f"model {model!r}, field {fld!r}" if model else f"field {fld!r}"
+            lines.append(f"{path}: {where}: {_explain(err)}")
+        raise RegistryError("\n".join(lines)) from None
+    models = {name: Model(name=name, spec=spec, defaults=parsed.defaults) for name, spec in parsed.models.items()}
+    return Registry(path=str(path), defaults=parsed.defaults, models=models)

@@ -1,0 +1,116 @@
+"""What `/model status` shows: per model, the endpoint's variants and traffic split, last run, rollout."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bot import sagemaker
+from bot.errors import ExternalError
+from bot.registry import Model
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStatus:
+    model: Model
+    endpoint: sagemaker.EndpointState | None = None
+    problem: str | None = None  # why the endpoint could not be shown
+    last_run: str | None = None  # one line, mrkdwn
+    rollout: str | None = None  # one line, mrkdwn
+    details: list[str] = field(default_factory=list)  # extra lines for the single-model view
+
+
+def _endpoint(model: Model) -> tuple[sagemaker.EndpointState | None, str | None]:
+    if not model.endpoint:
+        return None, "no endpoint registered"
+    try:
+        return sagemaker.describe_endpoint(model.endpoint, model.region), None
+    except sagemaker.EndpointNotFound:
+        return None, f"endpoint `{model.endpoint}` not found in {model.region}"
+    except ExternalError as exc:
+        return None, str(exc)
+
+
+def last_run_line(services: Services, model: Model) -> str | None:
+    """The model's latest Airflow run, once the run watcher has seen one."""
+    from bot.runs import last_run_summary
+
+    return last_run_summary(services, model)
+
+
+def rollout_line(services: Services, model: Model) -> str | None:
+    from bot.rollouts import rollout_summary
+
+    return rollout_summary(services, model)
+
+
+def gather(services: Services, models: list[Model], *, detail: bool = False) -> list[ModelStatus]:
+    """Endpoints are described in parallel: one slow region must not hold up the whole answer."""
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(models)))) as pool:
+        endpoints = list(pool.map(_endpoint, models))
+    result = []
+    for model, (state, problem) in zip(models, endpoints):
+        status = ModelStatus(model=model, endpoint=state, problem=problem)
+        for attr, fn in (("last_run", last_run_line), ("rollout", rollout_line)):
+            try:
+                setattr(status, attr, fn(services, model))
+            except ImportError:
+                pass  # that capability is not installed in this build
+            except Exception:
+                log.exception("status: %s for %s failed", attr, model.name)
+                setattr(status, attr, "_could not be read (logged)_")
+        result.append(status)
+    return result
+
+
+def split_line(state: sagemaker.EndpointState) -> str:
+    if not state.variants:
+        return "no variants"
+    parts = []
+    for v in state.variants:
+        pct = 100 * state.share(v.name)
+        extra = f" ({v.instance_type})" if v.instance_type else ""
+        parts.append(f"`{v.name}` {pct:.0f}%{extra}")
+    return " · ".join(parts)
+
+
+def production_variant(state: sagemaker.EndpointState) -> str | None:
+    if not state.variants:
+        return None
+    return max(state.variants, key=lambda v: v.current_weight).name
+
+
+def model_lines(status: ModelStatus) -> list[str]:
+    m = status.model
+    lines = []
+    if status.endpoint is not None:
+        st = status.endpoint
+        lines.append(f"Endpoint `{st.name}` ({st.status}) in {m.region}; production: `{production_variant(st)}`")
+        lines.append(f"Traffic: {split_line(st)}")
+    else:
+        lines.append(f":warning: {status.problem}")
+    lines.append(f"Rollout: {status.rollout or 'none in progress'}")
+    lines.append(f"Last run: {status.last_run or 'none seen yet'}")
+    return lines
+
+
+def render(statuses: list[ModelStatus], *, detail: bool = False) -> tuple[str, list[dict]]:
+    if not statuses:
+        text = "No models are registered. Add one to the models file (see models.example.toml)."
+        return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    title = f"Status of {statuses[0].model.name}" if detail else f"Status of {len(statuses)} models"
+    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
+    text_lines = [title]
+    for status in statuses:
+        lines = model_lines(status) + (status.details if detail else [])
+        body = f"*{status.model.name}*\n" + "\n".join(lines)
+        text_lines.append(body)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}})
+        blocks.append({"type": "divider"})
+    if len(blocks) > 50:  # Block Kit's limit; the text fallback still has everything
+        blocks = blocks[:49] + [{"type": "context", "elements": [{"type": "mrkdwn", "text": "…more in the text version"}]}]
+    return "\n".join(text_lines), blocks

@@ -1,0 +1,92 @@
+"""The WSGI application: POST /slack/events (Bolt), GET /healthz, GET /metrics; served by gunicorn."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot import metrics
+from bot.services import Services
+
+KNOWN_PATHS = {"/slack/events", "/healthz", "/metrics"}
+
+
+class WebApp:
+    def __init__(self, services: Services, bolt_app: App):
+        self.services = services
+        self.slack = SlackRequestHandler(bolt_app, path="/slack/events")
+
+    def health(self) -> tuple[str, dict]:
+        report: dict = {"integrations": self.services.integrations()}
+        try:
+            self.services.store.ping()
+            report["database"] = "ok"
+            status = "200 OK"
+        except Exception as exc:  # the point of a health check is to report, not raise
+            report["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+            status = "503 Service Unavailable"
+        report["status"] = "ok" if status.startswith("200") else "degraded"
+        return status, report
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        started = time.perf_counter()
+        label = path if path in KNOWN_PATHS else "other"
+        status_holder: list[str] = []
+
+        def recording_start_response(status, headers, exc_info=None):
+            status_holder.append(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        try:
+            if path == "/slack/events":
+                if method != "POST":
+                    return self._plain(recording_start_response, "405 Method Not Allowed", "POST only\n")
+                return self.slack(environ, recording_start_response)
+            if path == "/healthz" and method == "GET":
+                status, report = self.health()
+                body = json.dumps(report).encode()
+                recording_start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                return [body]
+            if path == "/metrics" and method == "GET":
+                body = generate_latest(metrics.REGISTRY)
+                recording_start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+                return [body]
+            return self._plain(recording_start_response, "404 Not Found", "not found\n")
+        finally:
+            metrics.HTTP_LATENCY.labels(label).observe(time.perf_counter() - started)
+            metrics.HTTP_REQUESTS.labels(label, status_holder[0] if status_holder else "500").inc()
+
+    @staticmethod
+    def _plain(start_response, status: str, text: str):
+        body = text.encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def serve(app_factory, *, port: int, workers: int, threads: int) -> None:
+    """Run the WSGI app under gunicorn (gthread workers): a production server, not Bolt's dev server."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"0.0.0.0:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", threads)
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("keepalive", 5)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("errorlog", "-")
+            self.cfg.set("loglevel", "warning")
+
+        def load(self):
+            return app_factory()
+
+    _Gunicorn().run()

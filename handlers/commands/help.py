@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from handlers.commands.spec import Invocation, Subcommand
+
+
+def help_text() -> str:
+    from handlers.commands.model import subcommands
+
+    lines = ["*modelbot* runs your models' lifecycle from Slack. Usage:"]
+    for spec in subcommands().values():
+        lines.append(f"• `/model {spec.usage}` — {spec.summary}")
+    lines.append("Mention me in one of my threads (`@modelbot status`, `@modelbot rollback`) to act on its model.")
+    return "\n".join(lines)
+
+
+def run_help(inv: Invocation) -> dict:
+    return {"text": help_text()}
+
+
+SUBCOMMANDS = [
+    Subcommand(name="help", usage="help", summary="this message", run=run_help, max_args=0, progress=None),
+]

@@ -1,0 +1,4 @@
+def register(app) -> None:
+    from handlers.events import mention
+
+    mention.register(app)

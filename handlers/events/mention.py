@@ -1,0 +1,68 @@
+"""@modelbot inside one of its threads acts on that thread's model: `@modelbot status`, `@modelbot rollback`."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from bot import audit
+from bot.command_line import UsageError
+from bot.rights import NotAllowed, require_change
+from bot.store.foundation import Thread
+from handlers.commands.model import resolve, run_after_ack, usage_text
+from handlers.commands.spec import Invocation
+
+MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
+
+
+def thread_model(services, channel: str, thread_ts: str) -> str | None:
+    with services.store.session() as s:
+        row = s.scalars(select(Thread).where(Thread.channel == channel, Thread.ts == thread_ts)).first()
+        return row.model if row else None
+
+
+def handle_mention(event, client, context, body):
+    services = context["services"]
+    channel = event.get("channel", "")
+    thread_ts = event.get("thread_ts")
+    user_id = event.get("user", "")
+    words = MENTION.sub("", event.get("text", "")).strip()
+
+    def reply(text: str, blocks: list | None = None, **_ignored) -> None:
+        client.chat_postMessage(channel=channel, thread_ts=thread_ts or event.get("ts"), text=text, blocks=blocks)
+
+    model_name = thread_model(services, channel, thread_ts) if thread_ts else None
+    if model_name is None:
+        reply("Mention me inside one of my run or rollout threads to act on its model, or use `/model help`.")
+        return
+    first, _, rest = (words or "status").partition(" ")
+    text = f"{first} {model_name} {rest}".strip()
+    try:
+        spec, line, model = resolve(text, services)
+        if not spec.model_arg:
+            raise UsageError(f"`{spec.name}` does not act on a thread's model; use `/model {spec.usage}`.")
+    except UsageError as exc:
+        reply(usage_text(str(exc), getattr(exc, "spec", None)))
+        return
+    inv = Invocation(
+        services=services, user_id=user_id, channel_id=channel, line=line, model=model, reply=reply,
+        client=client, body=body, thread_ts=thread_ts,
+    )
+    if spec.mutating:
+        try:
+            require_change(services.registry, user_id, model, spec.action or spec.name)
+        except NotAllowed as exc:
+            audit.record(services.store, user_id=user_id, action=spec.name, model=model.name, outcome="denied",
+                         text=words, via="mention")
+            reply(f":no_entry: {exc}")
+            return
+    if spec.progress is None:
+        result = spec.run(inv)
+        reply(**result)
+        return
+    run_after_ack(spec, inv)
+
+
+def register(app) -> None:
+    app.event("app_mention")(handle_mention)
