@@ -53,7 +53,11 @@ def main() -> int:
         from bot.app import build_app
         from bot.web import WebApp
 
+        from handlers.commands.deferred import ProcessDeferral
+
         worker_services = Services.from_settings(settings, migrate=False)
+        if settings.MODELBOT_COMMAND_PROCESSES > 0:
+            worker_services.command_deferral = ProcessDeferral(settings.MODELBOT_COMMAND_PROCESSES)
         return WebApp(worker_services, build_app(worker_services))
 
     if settings.socket_mode:

@@ -23,6 +23,7 @@ def build_app(services: Services, *, token_verification: bool = True) -> App:
         token_verification_enabled=token_verification,
         # Ack first, work after: listeners run in this pool once ack() has answered Slack.
         process_before_response=False,
+        # Listeners only parse and ack; slow work goes to services.background (see handlers/commands/model.py).
         listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
         raise_error_for_unhandled_request=False,
         name="modelbot",

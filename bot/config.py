@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # Extensions (not in the contract table, all optional).
     MODELBOT_WEB_WORKERS: int = Field(default=2, ge=1)
     MODELBOT_WEB_THREADS: int = Field(default=16, ge=1)
+    # Processes that run commands' post-ack work (0: threads in the web process).
+    MODELBOT_COMMAND_PROCESSES: int = Field(default=2, ge=0)
     MODELBOT_PAGE_ESCALATION_MINUTES: float = Field(default=15, gt=0)
     AIRFLOW_UI_URL: str | None = None
 

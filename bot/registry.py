@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
-SLACK_ONCALL = re.compile(r"^[SUW][A-Z0-9]{2,}$")
-SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
+SLACK_ONCALL = re.compile(r"^[SUW][A-Z0-9]+$")
+SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]+$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk import WebClient
 
@@ -19,6 +21,8 @@ class Services:
     registry: Registry
     store: Store
     slack: WebClient
+    # Set by the web process: where post-ack command work runs (handlers/commands/deferred.py).
+    command_deferral: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> "Services":
@@ -32,6 +36,12 @@ class Services:
             store=store,
             slack=make_web_client(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL),
         )
+
+    @functools.cached_property
+    def background(self) -> ThreadPoolExecutor:
+        """Work that follows an ack. Few threads: each competes for the GIL with request threads that must
+        ack within Slack's 3 s, so extra commands wait their turn here instead of slowing every ack down."""
+        return ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
 
     @functools.cached_property
     def airflow(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +23,9 @@ class WebApp:
 
     def health(self) -> tuple[str, dict]:
         report: dict = {"integrations": self.services.integrations()}
+        deferral = self.services.command_deferral
+        if deferral is not None:
+            report["command_processes"] = "ready" if deferral.ready() else "starting"
         try:
             self.services.store.ping()
             report["database"] = "ok"
@@ -87,6 +91,8 @@ def serve(app_factory, *, port: int, workers: int, threads: int) -> None:
             self.cfg.set("loglevel", "warning")
 
         def load(self):
+            # A request thread waiting to ack should get the GIL soon, not after 5 ms slices of post-ack work.
+            sys.setswitchinterval(0.0005)
             return app_factory()
 
     _Gunicorn().run()

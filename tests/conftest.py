@@ -88,20 +88,24 @@ def _fresh_postgres_database(url: str) -> tuple[str, callable]:
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path: Path):
-    """A fresh, empty database of each kind; the PostgreSQL pass is skipped, with the reason, without one."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'modelbot.db'}"
-        return
+def provision_database(kind: str, directory: Path):
+    """A fresh, empty database of the kind; returns (url, cleanup). Skips the PostgreSQL pass, saying why."""
+    if kind == "sqlite":
+        return f"sqlite:///{directory / 'modelbot.db'}", lambda: None
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL pass skipped: TEST_DATABASE_URL is not set (.ci/run sets it)")
     problem = _postgres_reachable(POSTGRES_URL)
     if problem:
         pytest.skip(f"PostgreSQL pass skipped: {POSTGRES_URL} is not reachable ({problem})")
-    url, drop = _fresh_postgres_database(POSTGRES_URL)
+    return _fresh_postgres_database(POSTGRES_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path):
+    """A fresh, empty database of each kind; the PostgreSQL pass is skipped, with the reason, without one."""
+    url, cleanup = provision_database(request.param, tmp_path)
     yield url
-    drop()
+    cleanup()
 
 
 @pytest.fixture

@@ -80,7 +80,8 @@ class AppProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"modelbot exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                health = requests.get(self.url + "/healthz", timeout=1)
+                if health.status_code in (200, 503) and health.json().get("command_processes") != "starting":
                     return self
             except requests.ConnectionError:
                 pass

@@ -63,8 +63,14 @@ def insert_ignore(session: Session, table, values: dict, index_elements: list[st
     """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row (first to claim it)."""
     dialect = session.get_bind().dialect.name
     builder = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = builder(table).values(**values).on_conflict_do_nothing(index_elements=index_elements)
-    return session.execute(stmt).rowcount == 1
+    stmt = (
+        builder(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=index_elements)
+        .returning(table.c[index_elements[0]])
+    )
+    # RETURNING rather than rowcount: psycopg reports no reliable rowcount for ON CONFLICT DO NOTHING.
+    return session.execute(stmt).first() is not None
 
 
 def claim_delivery(session: Session, key: str) -> bool:

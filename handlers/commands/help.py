@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from bot.slack_text import escape
 from handlers.commands.spec import Invocation, Subcommand
 
 
@@ -8,7 +9,7 @@ def help_text() -> str:
 
     lines = ["*modelbot* runs your models' lifecycle from Slack. Usage:"]
     for spec in subcommands().values():
-        lines.append(f"• `/model {spec.usage}` — {spec.summary}")
+        lines.append(f"• `/model {escape(spec.usage)}` — {spec.summary}")
     lines.append("Mention me in one of my threads (`@modelbot status`, `@modelbot rollback`) to act on its model.")
     return "\n".join(lines)
 

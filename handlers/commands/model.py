@@ -12,7 +12,7 @@ from bot.command_line import CommandLine, UsageError, parse, split
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.rights import NotAllowed, may_change, require_change
-from bot.slack_text import code
+from bot.slack_text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def subcommands() -> dict[str, Subcommand]:
 
 
 def usage_text(problem: str, spec: Subcommand | None) -> str:
-    usage = f"`/model {spec.usage}`" if spec else "`/model help`"
+    usage = f"`/model {escape(spec.usage)}`" if spec else "`/model help`"
     return f":warning: {problem}\nUsage: {usage}"
 
 
@@ -120,7 +120,10 @@ def handle_model_command(ack, command, respond, client, context, body):
         run_quick(spec, inv, ack)
         return
     ack(response_type="ephemeral", text=spec.progress(inv))
-    run_after_ack(spec, inv)
+    if services.command_deferral is not None:
+        services.command_deferral.submit(command, body)
+    else:
+        services.background.submit(run_after_ack, spec, inv)
 
 
 def run_quick(spec: Subcommand, inv: Invocation, ack) -> None:

@@ -1,0 +1,159 @@
+"""Time-to-ack of `/model help` and `/model status` against the running server, beside a bare Bolt app.
+
+Both servers run the same stack (gunicorn gthread, same worker/thread counts) and receive the same signed
+requests from 16 concurrent clients, in alternating rounds so machine noise hits both alike.
+Usage: .venv/bin/python bench/ack_latency.py [--requests 500] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import MODELS_TOML  # noqa: E402
+from tests.harness import AppProcess, app_env, free_port, sign, wait_until  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def slash_body(text: str, response_url: str) -> bytes:
+    return urllib.parse.urlencode({
+        "team_id": "T0TEAM", "channel_id": "C0CHURN", "user_id": "U0ALICE", "command": "/model", "text": text,
+        "response_url": response_url, "trigger_id": "1.2.3", "api_app_id": "A0MODELBOT",
+    }).encode()
+
+
+def measure(url: str, text: str, n: int, concurrency: int, response_url: str) -> list[float]:
+    local = __import__("threading").local()
+
+    def one(_):
+        session = getattr(local, "s", None) or requests.Session()
+        local.s = session
+        body = slash_body(text, response_url)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+        started = time.perf_counter()
+        resp = session.post(url + "/slack/events", data=body, headers=headers, timeout=10)
+        elapsed = time.perf_counter() - started
+        assert resp.status_code == 200, resp.text
+        return elapsed
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def start_bare(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "bench/bare_bolt_app.py"], cwd=ROOT, env={**env, "PORT": str(port)},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.post(url + "/slack/events", timeout=1).status_code == 401
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, timeout=30, message="the bare Bolt app")
+    return proc, url
+
+
+def start_process(args: list[str], log: Path, ready) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    wait_until(ready, timeout=30, message=" ".join(args))
+    return proc
+
+
+def reachable(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    import os
+    import signal
+
+    # moto and the Slack emulator get processes of their own: in this process they would compete with the
+    # clients' timing for the GIL and inflate what we measure.
+    tmp = Path(tempfile.mkdtemp(prefix="ack-bench-"))
+    moto_port, slack_port = free_port(), free_port()
+    moto_url, slack_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{slack_port}"
+    helpers = [
+        start_process(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], tmp / "moto.log",
+                      lambda: reachable(moto_url)),
+        start_process(["-m", "bot.slack_emulator", "--port", str(slack_port)], tmp / "slack.log",
+                      lambda: reachable(slack_url)),
+    ]
+    slack = type("RemoteEmulator", (), {"api_url": slack_url + "/api/"})()
+    rurl = requests.post(slack_url + "/_emulator/response_url?name=bench", timeout=5).json()["response_url"]
+    (tmp / "models.toml").write_text(MODELS_TOML)
+    env = app_env(slack=slack, moto_url=moto_url, database_url=f"sqlite:///{tmp / 'bench.db'}",
+                  models_file=tmp / "models.toml")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    from tests.endpoints import create_endpoint
+
+    create_endpoint("churn-prod", {"v41": 0.9, "v42": 0.1})
+    create_endpoint("fraud-prod", {"blue": 1.0})
+    app = AppProcess(env, tmp / "modelbot.log").start()
+    bare, bare_url = start_bare(env, tmp / "bare.log")
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        for target, url in (("modelbot", app.url), ("bare", bare_url)):  # warm-up
+            for text in ("help", "status"):
+                measure(url, text, 50, args.concurrency, rurl)
+        per_round = max(1, args.requests // args.rounds)
+        for _ in range(args.rounds):
+            for text in ("help", "status"):
+                for target, url in (("bare", bare_url), ("modelbot", app.url)):
+                    results.setdefault((target, text), []).extend(
+                        measure(url, text, per_round, args.concurrency, rurl))
+                    time.sleep(1)  # let post-ack work drain so each series starts from the same state
+    finally:
+        app.stop()
+        for proc in (bare, *helpers):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+
+    print(f"time to ack, {args.requests} signed requests per command at {args.concurrency} concurrent clients")
+    print(f"{'command':<16}{'server':<10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    ok = True
+    for text in ("help", "status"):
+        base = results[("bare", text)]
+        mine = results[("modelbot", text)]
+        for name, vals in (("bare Bolt", base), ("modelbot", mine)):
+            print(f"/model {text:<9}{name:<10}{1000 * statistics.median(vals):>9.1f}"
+                  f"{1000 * percentile(vals, 0.99):>9.1f}{1000 * max(vals):>9.1f}")
+        r50 = statistics.median(mine) / statistics.median(base)
+        r99 = percentile(mine, 0.99) / percentile(base, 0.99)
+        verdict = "PASS" if r99 <= 1.5 and percentile(mine, 0.99) < 3 else "FAIL"
+        ok &= verdict == "PASS"
+        print(f"/model {text:<9}ratio     p50 {r50:.2f}x  p99 {r99:.2f}x  (aim: p99 ratio <= 1.5, p99 << 3 s) {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
