@@ -14,7 +14,7 @@ log = logging.getLogger("modelbot")
 def _fail(lines: list[str]) -> int:
     print("modelbot cannot start:", file=sys.stderr)
     for line in lines:
-        print(f"  - {line}", file=sys.stderr)
+        print(line if line.startswith("    ") else f"  - {line}", file=sys.stderr)
     return 2
 
 

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
     MODELBOT_JOB_INTERVAL_SECONDS: float = Field(default=30, gt=0)
     # Extensions (not in the contract table, all optional).
-    MODELBOT_WEB_WORKERS: int = Field(default=2, ge=1)
+    # One worker by default: /metrics counts per process, and post-ack work already runs in other processes.
+    MODELBOT_WEB_WORKERS: int = Field(default=1, ge=1)
     MODELBOT_WEB_THREADS: int = Field(default=16, ge=1)
     # Processes that run commands' post-ack work (0: threads in the web process).
     MODELBOT_COMMAND_PROCESSES: int = Field(default=2, ge=0)

@@ -112,6 +112,7 @@ class SlackEmulator:
         self._users: dict[str, dict[str, Any]] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._response_ids: set[str] = set()
+        self.socket_mode_url: str | None = None  # a ws:// Socket Mode peer, answered by apps.connections.open
         self._last_ts_us = 0
         self._serial = 0
         self.reset()
@@ -256,7 +257,9 @@ class SlackEmulator:
                     return fault.status, headers, {"ok": False, "error": fault.error}
                 if not call.token:
                     raise _Refusal("not_authed")
-                if not call.token.startswith(("xoxb-", "xoxp-")):
+                # Socket Mode's connection call takes the app-level token; every other method a bot/user token.
+                app_level = method == "apps.connections.open"
+                if not call.token.startswith(("xapp-",) if app_level else ("xoxb-", "xoxp-")):
                     raise _Refusal("invalid_auth")
                 result = {"ok": True, **handler(call.args)}
             except ValueError:
@@ -427,6 +430,14 @@ class SlackEmulator:
             raise _Refusal("thread_not_found")
         return {"messages": [self._public(m) for m in messages], "has_more": False}
 
+    def _m_conversations_history(self, args):
+        # Top-level messages only (replies live in conversations.replies), newest first, as Slack returns them.
+        channel = self._channel(args)
+        oldest, latest = float(args.get("oldest") or 0), float(args.get("latest") or "inf")
+        messages = [self._public(m) for m in self._messages.get(channel, [])
+                    if m.get("thread_ts") in (None, m["ts"]) and oldest <= float(m["ts"]) <= latest]
+        return {"messages": messages[::-1][: int(args.get("limit") or 100)], "has_more": False}
+
     def _m_users_info(self, args):
         user = args.get("user") or ""
         if user not in self._users:
@@ -472,6 +483,11 @@ class SlackEmulator:
                 "hash": uuid.uuid4().hex, "app_id": self.app_id, "bot_id": self.bot_id}
         self._views.append({"trigger_id": args["trigger_id"], "view": view})
         return {"view": copy.deepcopy(view)}
+
+    def _m_apps_connections_open(self, args):
+        if not self.socket_mode_url:
+            raise _Refusal("socket_mode_not_enabled")  # set emulator.socket_mode_url to a ws:// peer
+        return {"url": self.socket_mode_url}
 
     def _m_reactions_add(self, args):
         message = self._find(self._channel(args), args.get("timestamp"))
