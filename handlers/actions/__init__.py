@@ -2,7 +2,7 @@
 
 import importlib
 
-MODULES: list[str] = []
+MODULES: list[str] = ["page_buttons", "rollout_buttons"]
 
 
 def register(app) -> None:
