@@ -83,7 +83,7 @@ class AppProcess:
                 health = requests.get(self.url + "/healthz", timeout=1)
                 if health.status_code in (200, 503) and health.json().get("command_processes") != "starting":
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts before its workers serve
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"modelbot did not answer /healthz within {timeout}s:\n{self.log()}")
