@@ -1,0 +1,195 @@
+"""`modelbot`: operator tasks from a shell.
+
+  modelbot prices refresh [--region R ...] [--source auto|api|bulk]
+  modelbot prices show <vcpu> <memory_gib> [gpus] [--region R]
+
+Each command group is a subparser added by one function in GROUPS, so other tasks can join without touching
+the ones here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Callable, TextIO
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.config import ConfigError, load_settings
+from bot.registry import RegistryError, load_registry
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (stdlib only); silent when the stream is not a TTY."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30, min_interval: float = 0.1):
+        self.label, self.stream, self.width, self.min_interval = label, stream or sys.stderr, width, min_interval
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and now - self._last < self.min_interval:
+            return
+        self._last = now
+        self.stream.write("\r" + self.render(done, total))
+        self.stream.flush()
+        self._drawn = True
+
+    def render(self, done: int, total: int | None) -> str:
+        if total:
+            frac = min(1.0, done / total)
+            filled = int(frac * self.width)
+            bar = "#" * filled + "-" * (self.width - filled)
+            return f"{self.label} [{bar}] {frac:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        return f"{self.label} … {done} records"
+
+    def close(self) -> None:
+        if self.enabled and self._drawn:
+            self.stream.write("\r\033[K")  # clear the bar: the summary line replaces it
+            self.stream.flush()
+
+
+def _services_light():
+    """Settings, store (migrated) and registry if one loads; the CLI works without Slack or a models file."""
+    from bot.store import Store
+
+    settings = load_settings()
+    store = Store(settings.sqlalchemy_url)
+    store.migrate()
+    try:
+        registry = load_registry(settings.MODELS_FILE)
+    except RegistryError:
+        registry = None
+    return settings, store, registry
+
+
+def _default_region(settings, registry) -> str:
+    if registry is not None:
+        return registry.defaults.region
+    return settings.AWS_REGION or "us-east-1"
+
+
+def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
+    from bot import pricing
+    from bot.price_list import PriceListError
+    from jobs.price_refresh import registry_regions
+
+    settings, store, registry = _services_light()
+    if args.region:
+        regions = list(dict.fromkeys(args.region))
+    elif registry is not None:
+        regions = sorted(registry_regions(registry))
+    else:
+        regions = [_default_region(settings, None)]
+    status = EXIT_OK
+    for region in regions:
+        bar = ProgressBar(f"{region}", err)
+        try:
+            result = pricing.refresh_region(store, region, args.source, progress=bar)
+        except PriceListError as exc:
+            bar.close()
+            print(f"error: {exc}", file=err)
+            status = EXIT_FAILED
+            continue
+        bar.close()
+        print(result.summary(), file=out)
+    return status
+
+
+def cmd_prices_show(args, out: TextIO, err: TextIO) -> int:
+    from bot import pricing
+
+    settings, store, registry = _services_light()
+    region = args.region or _default_region(settings, registry)
+    need = pricing.Need(vcpu=args.vcpu, memory_gib=args.memory_gib, gpus=args.gpus)
+    if not pricing.is_known_region(region, store):
+        print(f"unknown region {region!r}; use a region code such as {pricing.region_examples().replace('`', '')}",
+              file=err)
+        return EXIT_USAGE
+    try:
+        q = pricing.quote(store, region, need)
+    except pricing.NoPrices as exc:
+        print(str(exc).replace("`", ""), file=err)
+        return EXIT_FAILED
+    print(f"Cheapest SageMaker hosting instances with at least {need.describe()} in {region}:", file=out)
+    if not q.offers:
+        largest = q.largest
+        print(f"  nothing fits; the largest available is {largest.instance_type} ({largest.specs()}), "
+              f"{pricing.money(largest.usd_per_hour)}/h", file=out)
+    for o in q.offers:
+        print(f"  {o.instance_type:<20} {o.specs():<45} {pricing.money(o.usd_per_hour):>9}/h "
+              f"{pricing.money(o.usd_per_month):>10}/month", file=out)
+    print(q.freshness() + ".", file=out)
+    if q.stale():
+        print(f"warning: these prices are over {pricing.STALE_AFTER.days} days old; "
+              f"run `modelbot prices refresh --region {region}`.", file=out)
+    return EXIT_OK
+
+
+def _positive(kind: type, allow_zero: bool = False) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'zero or more' if allow_zero else 'above zero'}")
+        return value
+
+    return parse
+
+
+def add_prices(subparsers) -> None:
+    prices = subparsers.add_parser("prices", help="SageMaker hosting prices cached from the AWS price list")
+    sub = prices.add_subparsers(dest="action", required=True, metavar="ACTION")
+    refresh = sub.add_parser("refresh", help="fetch prices for regions and replace the stored ones")
+    refresh.add_argument("--region", action="append", metavar="R",
+                         help="region code (repeatable); default: every region the models file uses")
+    refresh.add_argument("--source", choices=("auto", "api", "bulk"), default="auto",
+                         help="api: Price List Query API (needs AWS credentials); bulk: the public offer file; "
+                              "auto: api when credentials are set, else bulk (default)")
+    refresh.set_defaults(func=cmd_prices_refresh)
+    show = sub.add_parser("show", help="the cheapest instances that fit")
+    show.add_argument("vcpu", type=_positive(float))
+    show.add_argument("memory_gib", type=_positive(float))
+    show.add_argument("gpus", type=_positive(int, allow_zero=True), nargs="?", default=0)
+    show.add_argument("--region", metavar="R", help="default: the models file's default region")
+    show.set_defaults(func=cmd_prices_show)
+
+
+GROUPS: list[Callable] = [add_prices]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelbot", description="modelbot operator tasks")
+    subparsers = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    for add in GROUPS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out, err)
+    except ConfigError as exc:
+        print(f"modelbot: {exc}", file=err)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(f"modelbot: the database could not be used ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+              "nothing was changed. Check DATABASE_URL.", file=err)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
