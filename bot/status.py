@@ -63,6 +63,13 @@ def gather(services: Services, models: list[Model], *, detail: bool = False) -> 
             except Exception:
                 log.exception("status: %s for %s failed", attr, model.name)
                 setattr(status, attr, "_could not be read (logged)_")
+        if detail:
+            try:
+                from bot.runs import run_history_lines
+
+                status.details.extend(run_history_lines(services, model))
+            except Exception:
+                log.exception("status: run history for %s failed", model.name)
         result.append(status)
     return result
 

@@ -1,0 +1,778 @@
+"""Retraining runs: triggered from Slack, watched in Airflow, told in the model's channel, one thread per run.
+
+The thread's parent message is kept up to date in place (one line per task); replies go into the thread when a
+task fails, when `evaluate` and `deploy` report their evidence, and when the run ends. Every reply goes through
+the run_events outbox (bot/store/runs.py), so it is posted exactly once whoever posts it: the /model retrain
+handler, one worker, or two workers at once, across crashes and restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import delete, select, update
+
+from bot.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
+from bot.errors import ExternalError
+from bot.registry import Model
+from bot.slack_text import code, escape, mention
+from bot.store.base import as_utc, utcnow
+from bot.store.foundation import Thread, insert_ignore
+from bot.store.runs import Candidate, Evaluation, RunEvent, RunRecord, WatcherState, find_run, recent_runs
+
+log = logging.getLogger(__name__)
+
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+# A claim older than this whose message was never marked posted was left by a crash: take it over.
+CLAIM_STALE = timedelta(seconds=120)
+# Rows committed in Airflow just before the cursor may carry an earlier updated_at: look back a little.
+CURSOR_OVERLAP = timedelta(seconds=30)
+FIRST_LOOKBACK = timedelta(hours=1)
+MAX_BACKOFF_SECONDS = 600
+# A run that never settles (its channel deleted, say) is no longer fetched on every pass after this long.
+SETTLE_GIVE_UP = timedelta(days=2)
+WATCHER = "run_watcher"
+METADATA_TYPE = "modelbot_run_event"
+SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+STATE_ICONS = {
+    "success": ":white_check_mark:",
+    "failed": ":x:",
+    "running": ":hourglass_flowing_sand:",
+    "queued": ":clock3:",
+    "scheduled": ":clock3:",
+    "up_for_retry": ":repeat:",
+    "up_for_reschedule": ":repeat:",
+    "upstream_failed": ":no_entry_sign:",
+    "skipped": ":fast_forward:",
+    "removed": ":heavy_minus_sign:",
+    "deferred": ":zzz:",
+    "restarting": ":arrows_counterclockwise:",
+    None: ":white_circle:",
+}
+
+
+class NotConfigured(ExternalError):
+    pass
+
+
+def require_airflow(services, not_done: str = "nothing was triggered") -> AirflowAdapter:
+    if services.airflow is None:
+        raise NotConfigured(f"Airflow is not configured (set AIRFLOW_URL); {not_done}.")
+    return services.airflow
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or math.isnan(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m"
+
+
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    secs = (utcnow() - as_utc(when)).total_seconds()
+    if secs < 90:
+        return "just now"
+    if secs < 5400:
+        return f"{int(secs // 60)} min ago"
+    if secs < 172800:
+        return f"{int(secs // 3600)} h ago"
+    return f"{int(secs // 86400)} days ago"
+
+
+def run_duration(row: RunRecord) -> float | None:
+    start = as_utc(row.started_at or row.queued_at)
+    end = as_utc(row.ended_at)
+    if start is None:
+        return None
+    return ((end or utcnow()) - start).total_seconds()
+
+
+def who_started(row: RunRecord) -> str:
+    if row.requested_by and SLACK_ID.match(row.requested_by):
+        return mention(row.requested_by)
+    if row.run_type == "scheduled":
+        return "the Airflow scheduler"
+    if row.requested_by:
+        return f"{escape(row.requested_by)} in Airflow"
+    return f"Airflow ({row.run_type or 'unknown'})"
+
+
+def _user_conf(conf: dict) -> dict:
+    return {k: v for k, v in (conf or {}).items() if k not in ("model", "requested_by")}
+
+
+def _link(url: str, label: str) -> str:
+    return f"<{url}|{escape(label)}>"
+
+
+def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo], order: list[str]) -> tuple[str, list]:
+    """The thread's parent: who asked, the run id, the conf, a link, then one line per task with its state."""
+    icon = STATE_ICONS.get(row.state, ":grey_question:")
+    state = row.state
+    if row.state in ("success", "failed"):
+        state += f" in {fmt_duration(run_duration(row))}"
+    head = f"{icon} *{escape(row.model)}* retraining run {code(row.run_id)}: *{state}*"
+    conf = _user_conf(row.conf)
+    conf_text = code(json.dumps(conf, sort_keys=True)) if conf else "none"
+    who = who_started(row)
+    about = (
+        f"Started by {who} · DAG {code(row.dag_id)} · conf {conf_text} · "
+        f"{_link(airflow.run_url(row.dag_id, row.run_id), 'open in Airflow')}"
+    )
+    rank = {t: i for i, t in enumerate(order)}
+    ordered = sorted(tasks, key=lambda t: (rank.get(t.task_id, len(rank)), t.task_id, t.map_index))
+    lines = []
+    for t in ordered:
+        name = t.task_id + (f"[{t.map_index}]" if t.map_index >= 0 else "")
+        extra = ""
+        if t.state in ("success", "failed") and t.duration is not None:
+            extra = f" ({fmt_duration(t.duration)})"
+        if t.try_number > 1:
+            extra += f", try {t.try_number}"
+        lines.append(f"{STATE_ICONS.get(t.state, ':grey_question:')} {code(name)} {t.state or 'not started'}{extra}")
+    task_text = "\n".join(lines) if lines else "_Waiting for Airflow to start the run…_"
+    text = f"{head}\n{about}\n{task_text}"
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": about[:3000]}]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": task_text[:3000]}},
+    ]
+    return text, blocks
+
+
+def _digest(text: str, blocks: list | None) -> str:
+    return hashlib.sha256((text + json.dumps(blocks, sort_keys=True)).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- the outbox
+
+def _event_key(dag_id: str, run_id: str, event: str) -> str:
+    return f"{dag_id}/{run_id}/{event}"
+
+
+def post_once(
+    services,
+    *,
+    dag_id: str,
+    run_id: str,
+    event: str,
+    channel: str,
+    text: str,
+    blocks: list | None = None,
+    thread_ts: str | None = None,
+) -> tuple[str | None, bool]:
+    """Posts the message of one event exactly once. Returns (its ts, whether this call posted it).
+
+    (None, False) means another process is posting it right now, or the post failed and is retried later.
+    """
+    store = services.store
+    now = utcnow()
+    key = _event_key(dag_id, run_id, event)
+    with store.session() as s:
+        mine = insert_ignore(
+            s,
+            RunEvent.__table__,
+            dict(dag_id=dag_id, run_id=run_id, event=event, status="claimed", channel=channel, thread_ts=thread_ts,
+                 text=text, blocks=blocks, claimed_by=HOLDER, claimed_at=now),
+            ["dag_id", "run_id", "event"],
+        )
+        row = s.scalars(
+            select(RunEvent).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event == event)
+        ).one()
+        if not mine:
+            if row.status == "posted":
+                return row.message_ts, False
+            if as_utc(row.claimed_at) > now - CLAIM_STALE:
+                return None, False  # someone is posting it now (or failed a moment ago and retries later)
+            # A crash left this claim: take it over, guarded by its old claimed_at so only one process does.
+            taken = s.execute(
+                update(RunEvent)
+                .where(RunEvent.id == row.id, RunEvent.status == "claimed", RunEvent.claimed_at == row.claimed_at)
+                .values(claimed_by=HOLDER, claimed_at=now)
+            ).rowcount == 1
+            if not taken:
+                return None, False
+        event_id, stale_since = row.id, (None if mine else as_utc(row.claimed_at))
+        channel, thread_ts, text, blocks = row.channel, row.thread_ts, row.text, row.blocks
+    if stale_since is not None:
+        found, verified = _find_posted(services, channel, thread_ts, key, stale_since)
+        if found:
+            _mark_posted(store, event_id, found)
+            return found, False
+        if not verified:
+            log.warning("could not check Slack for %s before re-posting it; it may appear twice", key)
+    try:
+        resp = services.slack.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, text=text, blocks=blocks,
+            metadata={"event_type": METADATA_TYPE, "event_payload": {"key": key}},
+            unfurl_links=False, unfurl_media=False,
+        )
+    except SlackApiError as exc:
+        status = getattr(exc.response, "status_code", 200)
+        if status < 500:
+            # Slack said no (ok=false, or 429 after retries): certainly not posted, so free the claim to retry.
+            with store.session() as s:
+                s.execute(delete(RunEvent).where(RunEvent.id == event_id, RunEvent.status == "claimed"))
+        log.warning("Slack did not post %s in %s: %s", key, channel, exc.response.get("error") if exc.response else exc)
+        return None, False
+    except Exception as exc:  # timeouts: maybe posted; the claim goes stale and is checked in Slack then
+        log.warning("posting %s to Slack failed (%s); it is checked and retried after %ss", key, exc, CLAIM_STALE.seconds)
+        return None, False
+    ts = resp["ts"]
+    _mark_posted(store, event_id, ts)
+    return ts, True
+
+
+def _mark_posted(store, event_id: int, ts: str) -> None:
+    with store.session() as s:
+        s.execute(update(RunEvent).where(RunEvent.id == event_id).values(status="posted", message_ts=ts, posted_at=utcnow()))
+
+
+def _find_posted(services, channel: str, thread_ts: str | None, key: str, since: datetime) -> tuple[str | None, bool]:
+    """Looks in Slack for a message carrying this event key: (its ts or None, whether Slack could be asked)."""
+    try:
+        if thread_ts:
+            resp = services.slack.conversations_replies(channel=channel, ts=thread_ts, include_all_metadata=True, limit=1000)
+        else:
+            oldest = f"{(since - timedelta(seconds=30)).timestamp():.6f}"
+            resp = services.slack.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True, limit=1000)
+    except SlackApiError as exc:
+        log.warning("Slack could not be searched for %s: %s", key, exc.response.get("error") if exc.response else exc)
+        return None, False
+    except Exception as exc:
+        log.warning("Slack could not be searched for %s: %s", key, exc)
+        return None, False
+    for message in resp.get("messages") or []:
+        payload = (message.get("metadata") or {}).get("event_payload") or {}
+        if payload.get("key") == key:
+            return message["ts"], True
+    return None, True
+
+
+def _posted_events(store, dag_id: str, run_id: str) -> set[str]:
+    with store.session() as s:
+        rows = s.scalars(
+            select(RunEvent.event).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.status == "posted")
+        )
+        return set(rows)
+
+
+# ---------------------------------------------------------------- runs and threads
+
+def _requested_by(info: RunInfo) -> tuple[str | None, str]:
+    asked = (info.conf or {}).get("requested_by")
+    if isinstance(asked, str) and SLACK_ID.match(asked):
+        return asked, "slack"
+    return info.triggering_user, "airflow"
+
+
+def record_run(store, info: RunInfo, model: Model, *, requested_by: str | None = None, via: str | None = None) -> RunRecord:
+    """Inserts the run once, then refreshes what Airflow says about it."""
+    now = utcnow()
+    derived_by, derived_via = _requested_by(info)
+    with store.session() as s:
+        insert_ignore(
+            s,
+            RunRecord.__table__,
+            dict(dag_id=info.dag_id, run_id=info.run_id, model=model.name, state=info.state, conf=info.conf or {},
+                 requested_by=requested_by or derived_by, started_via=via or derived_via, run_type=info.run_type,
+                 queued_at=info.queued_at or now, started_at=info.start_date, ended_at=info.end_date,
+                 failed_tasks=[], settled=False, created_at=now, seen_at=now),
+            ["dag_id", "run_id"],
+        )
+        row = find_run(s, info.dag_id, info.run_id)
+        row.state = info.state
+        row.started_at = info.start_date or row.started_at
+        row.ended_at = info.end_date or row.ended_at
+        row.run_type = info.run_type or row.run_type
+        row.seen_at = now
+        return row
+
+
+def open_thread(services, airflow: AirflowAdapter, row: RunRecord, model: Model, tasks: list[TaskInfo],
+                order: list[str]) -> str | None:
+    """Posts the run's parent message once and records the thread; returns its ts (None: not open yet)."""
+    text, blocks = render_parent(airflow, row, tasks, order)
+    ts, posted_now = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="parent", channel=model.channel,
+                               text=text, blocks=blocks)
+    if ts is None:
+        return None
+    # When this call posted it, the parent already shows `tasks`; otherwise an update below catches up.
+    digest = _digest(text, blocks) if posted_now else None
+    with services.store.session() as s:
+        insert_ignore(
+            s,
+            Thread.__table__,
+            dict(kind="run", key=f"{row.dag_id}/{row.run_id}", model=model.name, channel=model.channel, ts=ts,
+                 created_at=utcnow()),
+            ["kind", "key"],
+        )
+        s.execute(
+            update(RunRecord)
+            .where(RunRecord.id == row.id, RunRecord.thread_ts.is_(None))
+            .values(channel=model.channel, thread_ts=ts, parent_digest=digest)
+        )
+    row.channel, row.thread_ts, row.parent_digest = model.channel, ts, digest
+    return ts
+
+
+def refresh_parent(services, airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo], order: list[str]) -> None:
+    """chat.update of the parent, only when what it shows has changed."""
+    text, blocks = render_parent(airflow, row, tasks, order)
+    digest = _digest(text, blocks)
+    if digest == row.parent_digest:
+        return
+    try:
+        services.slack.chat_update(channel=row.channel, ts=row.thread_ts, text=text, blocks=blocks)
+    except SlackApiError as exc:
+        log.warning("Slack did not update the parent of %s: %s", row.run_id, exc.response.get("error"))
+        return
+    with services.store.session() as s:
+        s.execute(update(RunRecord).where(RunRecord.id == row.id).values(parent_digest=digest))
+    row.parent_digest = digest
+
+
+@dataclass
+class Triggered:
+    info: RunInfo
+    run_url: str
+    channel: str
+    thread_ts: str | None
+    permalink: str | None
+    problem: str | None = None  # the run was triggered but its thread could not be opened (why)
+
+
+def trigger_retrain(services, model: Model, user_id: str, extra_conf: dict[str, str]) -> Triggered:
+    """Triggers the model's DAG now and opens the run's thread in the model's channel."""
+    airflow = require_airflow(services)
+    if not model.dag_id:
+        raise NotConfigured(
+            f"*{escape(model.name)}* has no `dag_id` in the models file, so there is no Airflow DAG to trigger; "
+            "nothing was triggered."
+        )
+    conf = {**extra_conf, "model": model.name, "requested_by": user_id}
+    info = airflow.trigger(model.dag_id, conf)
+    row = record_run(services.store, info, model, requested_by=user_id, via="slack")
+    run_url = airflow.run_url(info.dag_id, info.run_id)
+    try:
+        ts = open_thread(services, airflow, row, model, [], [])
+    except Exception as exc:  # the run is real: say so, and let the watcher open the thread
+        log.exception("opening the thread of %s failed", info.run_id)
+        return Triggered(info, run_url, model.channel, None, None, problem=f"{type(exc).__name__}: {exc}")
+    if ts is None:
+        return Triggered(info, run_url, model.channel, None, None,
+                         problem="Slack did not take the thread's first message; the run watcher will post it")
+    permalink = None
+    try:
+        permalink = services.slack.chat_getPermalink(channel=model.channel, message_ts=ts)["permalink"]
+    except Exception as exc:  # the thread exists; a missing link is cosmetic
+        log.warning("no permalink for %s: %s", ts, exc)
+    return Triggered(info, run_url, model.channel, ts, permalink)
+
+
+# ---------------------------------------------------------------- evidence
+
+def parse_evaluation(value: Any) -> tuple[dict | None, str | None]:
+    """The evaluate task's return value per the XCom contract, or why it does not follow it."""
+    if not isinstance(value, dict):
+        return None, "it returned nothing" if value is None else f"it returned {type(value).__name__}, not an object"
+    problems = []
+    metric = value.get("metric")
+    if not isinstance(metric, str) or not metric:
+        problems.append("`metric` (a name) is missing")
+    numbers = {}
+    for name in ("candidate", "production"):
+        v = value.get(name)
+        if name == "production" and v is None:
+            numbers[name] = None  # a first model has nothing in production to compare with
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            problems.append(f"`{name}` is not a number")
+        else:
+            numbers[name] = float(v)
+    promote = value.get("promote")
+    if not isinstance(promote, bool):
+        problems.append("`promote` is not true/false")
+    uri = value.get("diagnostics_uri")
+    if uri is not None and not isinstance(uri, str):
+        problems.append("`diagnostics_uri` is not a string")
+    if problems:
+        return None, "; ".join(problems)
+    return {"metric": metric, **numbers, "promote": promote, "diagnostics_uri": uri or None}, None
+
+
+def evaluation_text(ev: dict, model: Model) -> str:
+    direction = model.direction
+    better_word = "higher" if direction == "maximize" else "lower"
+    head = f":bar_chart: *Evaluation* on {code(ev['metric'])} ({better_word} is better)"
+    lines = [head]
+    cand, prod = ev["candidate"], ev["production"]
+    if prod is None:
+        lines.append(f"Candidate *{cand:.4g}*; nothing in production to compare with.")
+        better = None
+    else:
+        diff = cand - prod
+        better = diff > 0 if direction == "maximize" else diff < 0
+        verdict_word = "better" if better else ("the same" if diff == 0 else "worse")
+        lines.append(f"Candidate *{cand:.4g}* vs production *{prod:.4g}*: {diff:+.4g}, {verdict_word}.")
+    if ev["promote"]:
+        lines.append(":white_check_mark: Verdict: *promote*. The DAG recommends rolling the candidate out.")
+    else:
+        lines.append(":no_entry_sign: Verdict: *keep production*. The DAG does not recommend the candidate.")
+    if ev["promote"] and better is False:
+        lines.append(f":warning: The DAG says promote although the candidate is not better on {code(ev['metric'])}.")
+    if model.metric and model.metric != ev["metric"]:
+        lines.append(f":warning: The models file names {code(model.metric)} as this model's metric.")
+    if ev["diagnostics_uri"]:
+        lines.append(f"Diagnostics: {code(ev['diagnostics_uri'])}")
+    return "\n".join(lines)
+
+
+def parse_deploy(value: Any) -> tuple[dict | None, str | None]:
+    if not isinstance(value, dict):
+        return None, "it returned nothing" if value is None else f"it returned {type(value).__name__}, not an object"
+    missing = [k for k in ("endpoint", "stable_variant", "candidate_variant") if not isinstance(value.get(k), str) or not value.get(k)]
+    if missing:
+        return None, ", ".join(f"`{k}`" for k in missing) + " missing"
+    if value["stable_variant"] == value["candidate_variant"]:
+        return None, "`stable_variant` and `candidate_variant` are the same"
+    return {k: value[k] for k in ("endpoint", "stable_variant", "candidate_variant")}, None
+
+
+def _after_evaluation(services, model: Model, evaluation_row: Evaluation, channel: str, thread_ts: str) -> None:
+    """Hook for the evaluation and diagnostics charts, called once after the evaluation reply is posted.
+
+    The lead wires bot/run_charts.py; until it exists this does nothing. A failing chart must never stop the
+    watcher: the numbers are already in the thread.
+    """
+    if importlib.util.find_spec("bot.run_charts") is None:
+        return
+    try:
+        from bot import run_charts
+
+        run_charts.post_evaluation_charts(services, model, evaluation_row, channel, thread_ts)
+    except Exception:
+        log.exception("evaluation charts for %s failed", evaluation_row.run_id)
+
+
+def _return_value(airflow, row: RunRecord, task_id: str) -> Any:
+    """The task's return value; a task that returned nothing has no XCom at all (Airflow answers 404)."""
+    try:
+        return airflow.xcom(row.dag_id, row.run_id, task_id)
+    except AirflowNotFound:
+        return None
+
+
+def _handle_evaluation(services, airflow, row: RunRecord, model: Model) -> bool:
+    ev, problem = parse_evaluation(_return_value(airflow, row, "evaluate"))
+    if ev is None:
+        text = (f":warning: Task `evaluate` succeeded, but what it returned does not follow the XCom contract "
+                f"({problem}), so there is no evaluation to report. See docs/airflow.md for the expected shape.")
+        ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="evaluation", channel=row.channel,
+                          thread_ts=row.thread_ts, text=text)
+        return ts is not None
+    with services.store.session() as s:
+        insert_ignore(
+            s,
+            Evaluation.__table__,
+            dict(model=model.name, dag_id=row.dag_id, run_id=row.run_id, metric=ev["metric"], candidate=ev["candidate"],
+                 production=ev["production"], direction=model.direction, promote=ev["promote"],
+                 diagnostics_uri=ev["diagnostics_uri"], at=utcnow()),
+            ["dag_id", "run_id"],
+        )
+        stored = s.scalars(select(Evaluation).where(Evaluation.dag_id == row.dag_id, Evaluation.run_id == row.run_id)).one()
+    ts, posted_now = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="evaluation", channel=row.channel,
+                               thread_ts=row.thread_ts, text=evaluation_text(ev, model))
+    if posted_now:
+        _after_evaluation(services, model, stored, row.channel, row.thread_ts)
+    return ts is not None
+
+
+def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[str]) -> bool:
+    if "deploy" not in posted:
+        dep, problem = parse_deploy(_return_value(airflow, row, "deploy"))
+        if dep is None:
+            text = (f":warning: Task `deploy` succeeded, but what it returned does not follow the XCom contract "
+                    f"({problem}), so no candidate was recorded and no rollout starts.")
+        else:
+            with services.store.session() as s:
+                insert_ignore(
+                    s,
+                    Candidate.__table__,
+                    dict(model=model.name, endpoint=dep["endpoint"], stable_variant=dep["stable_variant"],
+                         candidate_variant=dep["candidate_variant"], dag_id=row.dag_id, run_id=row.run_id,
+                         recorded_at=utcnow(), consumed=False),
+                    ["dag_id", "run_id"],
+                )
+            text = (f":package: Candidate {code(dep['candidate_variant'])} is on endpoint {code(dep['endpoint'])} at "
+                    f"weight 0, beside {code(dep['stable_variant'])}. Starting the gradual rollout in this thread.")
+            if model.endpoint and dep["endpoint"] != model.endpoint:
+                text += f"\n:warning: The models file names {code(model.endpoint)} as this model's endpoint."
+        ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="deploy", channel=row.channel,
+                          thread_ts=row.thread_ts, text=text)
+        if ts is None:
+            return False
+    with services.store.session() as s:
+        cand = s.scalars(select(Candidate).where(Candidate.dag_id == row.dag_id, Candidate.run_id == row.run_id)).first()
+    if cand is None or cand.rollout_started_at is not None or cand.rollout_error is not None:
+        return True
+    return _start_rollout(services, row, model, cand)
+
+
+def _start_rollout(services, row: RunRecord, model: Model, cand: Candidate) -> bool:
+    """Hands the candidate to the rollout capability; it reports in this thread, idempotently per run."""
+    error = None
+    try:
+        from bot.rollouts import start_from_deploy
+    except ImportError as exc:
+        error = f"the rollout capability is not available in this modelbot ({exc})"
+    else:
+        try:
+            start_from_deploy(services, model.name, endpoint=cand.endpoint, stable_variant=cand.stable_variant,
+                              candidate_variant=cand.candidate_variant, run_id=row.run_id, channel=row.channel,
+                              thread_ts=row.thread_ts)
+        except Exception as exc:
+            log.exception("starting the rollout of %s failed", row.run_id)
+            error = str(exc) if isinstance(exc, ExternalError) else f"{type(exc).__name__}: {exc}"
+    with services.store.session() as s:
+        values = {"rollout_error": error[:2000]} if error else {"rollout_started_at": utcnow()}
+        s.execute(update(Candidate).where(Candidate.id == cand.id).values(**values))
+    if error is None:
+        return True
+    text = (f":warning: The rollout of {code(cand.candidate_variant)} did not start: {error}\n"
+            f"The candidate is recorded; start it with `/model promote {model.name}` once that is fixed.")
+    ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="rollout_start_failed",
+                      channel=row.channel, thread_ts=row.thread_ts, text=text)
+    return ts is not None
+
+
+def _failure_text(airflow, row: RunRecord, t: TaskInfo) -> str:
+    name = t.task_id + (f"[{t.map_index}]" if t.map_index >= 0 else "")
+    log_link = _link(airflow.task_log_url(row.dag_id, row.run_id, t.task_id, t.try_number), f"log of try {t.try_number}")
+    if t.state == "up_for_retry":
+        return (f":repeat: Task {code(name)} failed on try {t.try_number} of {t.max_tries + 1}; "
+                f"Airflow will retry it. {log_link}")
+    return f":x: Task {code(name)} failed on try {t.try_number} and will not be retried. {log_link}"
+
+
+def _ended_text(row: RunRecord, tasks: list[TaskInfo]) -> str:
+    took = fmt_duration(run_duration(row))
+    if row.state == "success":
+        return f":white_check_mark: Run {code(row.run_id)} *succeeded* in {took}."
+    failed = [t.task_id for t in tasks if t.state == "failed"]
+    which = f": {', '.join(code(f) for f in failed)} failed" if failed else ""
+    return f":x: Run {code(row.run_id)} *failed* after {took}{which}."
+
+
+def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, order_cache: dict) -> bool:
+    """One run, one pass: thread, parent, failures, evidence, end. True when nothing is left to post."""
+    row = record_run(services.store, info, model)
+    tasks = airflow.task_instances(info.dag_id, info.run_id)
+    if info.dag_id not in order_cache:
+        try:
+            order_cache[info.dag_id] = airflow.task_order(info.dag_id)
+        except AirflowUnreachable:
+            raise
+        except AirflowError:
+            order_cache[info.dag_id] = []
+    order = order_cache[info.dag_id]
+    if not row.thread_ts:
+        if open_thread(services, airflow, row, model, tasks, order) is None:
+            return False
+    refresh_parent(services, airflow, row, tasks, order)
+    posted = _posted_events(services.store, row.dag_id, row.run_id)
+    complete = True
+    failed = []
+    for t in tasks:
+        if t.state in ("failed", "up_for_retry"):
+            event = f"task_failed:{t.task_id}:{t.map_index}:{t.try_number}"
+            failed.append(t.task_id)
+            if event not in posted:
+                ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event=event, channel=row.channel,
+                                  thread_ts=row.thread_ts, text=_failure_text(airflow, row, t))
+                complete &= ts is not None
+    by_id = {t.task_id: t for t in tasks if t.map_index < 0}
+    if getattr(by_id.get("evaluate"), "state", None) == "success" and "evaluation" not in posted:
+        complete &= _handle_evaluation(services, airflow, row, model)
+    if getattr(by_id.get("deploy"), "state", None) == "success":
+        complete &= _handle_deploy(services, airflow, row, model, posted)
+    if info.finished and "ended" not in posted:
+        ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="ended", channel=row.channel,
+                          thread_ts=row.thread_ts, text=_ended_text(row, tasks))
+        complete &= ts is not None
+    with services.store.session() as s:
+        s.execute(update(RunRecord).where(RunRecord.id == row.id).values(
+            failed_tasks=sorted(set(failed)), settled=bool(info.finished and complete)))
+    return complete
+
+
+# ---------------------------------------------------------------- the watcher
+
+def _dag_models(registry) -> dict[str, list[Model]]:
+    dags: dict[str, list[Model]] = {}
+    for name in registry.names():
+        m = registry.models[name]
+        if m.dag_id:
+            dags.setdefault(m.dag_id, []).append(m)
+    return dags
+
+
+def _model_for(models: list[Model], conf: dict) -> Model:
+    """A DAG shared by several models: the conf's "model" says which run this is."""
+    wanted = (conf or {}).get("model")
+    return next((m for m in models if m.name == wanted), models[0])
+
+
+def _state(session) -> WatcherState:
+    insert_ignore(session, WatcherState.__table__, {"name": WATCHER, "failures": 0}, ["name"])
+    return session.get(WatcherState, WATCHER)
+
+
+def _unsettled(store, dag_ids: set[str]) -> list[RunRecord]:
+    cutoff = utcnow() - SETTLE_GIVE_UP
+    with store.session() as s:
+        return list(s.scalars(select(RunRecord).where(
+            RunRecord.settled.is_(False), RunRecord.dag_id.in_(dag_ids), RunRecord.created_at >= cutoff)))
+
+
+def watch_pass(services) -> str:
+    """One pass: list runs changed since the cursor (plus unsettled ones) and bring their threads up to date."""
+    airflow = services.airflow
+    if airflow is None:
+        return "skipped: Airflow is not configured (set AIRFLOW_URL)"
+    dags = _dag_models(services.registry)
+    if not dags:
+        return "skipped: no registered model has a dag_id"
+    now = utcnow()
+    with services.store.session() as s:
+        st = _state(s)
+        cursor, down_since, next_attempt = as_utc(st.cursor), as_utc(st.down_since), as_utc(st.next_attempt_at)
+    if next_attempt and next_attempt > now:
+        return (f"waiting: Airflow unreachable since {down_since:%H:%M:%S} UTC; "
+                f"next try in {int((next_attempt - now).total_seconds())}s")
+    since = cursor - CURSOR_OVERLAP if cursor else now - FIRST_LOOKBACK
+    try:
+        runs, server_time = airflow.changed_runs(sorted(dags), since)
+        seen = {(r.dag_id, r.run_id) for r in runs}
+        for row in _unsettled(services.store, set(dags)):
+            if (row.dag_id, row.run_id) in seen:
+                continue
+            try:
+                runs.append(airflow.get_run(row.dag_id, row.run_id))
+            except AirflowNotFound:  # deleted in Airflow: nothing more will happen to it
+                with services.store.session() as s:
+                    s.execute(update(RunRecord).where(RunRecord.id == row.id).values(settled=True))
+    except AirflowError as exc:
+        return _outage(services, exc, now)
+    notes = _recovered(services, down_since) if down_since else ""
+    order_cache: dict[str, list[str]] = {}
+    done = pending = failed = 0
+    for info in runs:
+        model = _model_for(dags[info.dag_id], info.conf)
+        try:
+            if process_run(services, airflow, info, model, order_cache):
+                done += 1
+            else:
+                pending += 1
+        except AirflowUnreachable as exc:
+            return _outage(services, exc, now)
+        except Exception:
+            failed += 1
+            log.exception("run watcher: %s %s failed", info.dag_id, info.run_id)
+    with services.store.session() as s:
+        st = _state(s)
+        if st.cursor is None or as_utc(st.cursor) < server_time:
+            st.cursor = server_time
+        st.last_pass_at = now
+    summary = f"{len(runs)} runs checked ({done} up to date, {pending} pending, {failed} failed)"
+    return summary + notes
+
+
+def _outage(services, exc: AirflowError, now: datetime) -> str:
+    interval = float(services.settings.MODELBOT_JOB_INTERVAL_SECONDS)
+    with services.store.session() as s:
+        st = _state(s)
+        if st.down_since is None:
+            st.down_since, st.failures = now, 0
+        st.failures += 1
+        st.down_reason = str(exc)[:2000]
+        backoff = min(interval * 2 ** (st.failures - 1), MAX_BACKOFF_SECONDS)
+        # Slightly early, so a worker ticking every `interval` seconds does not skip one pass by a rounding error.
+        st.next_attempt_at = now + timedelta(seconds=max(0.0, backoff - min(1.0, interval / 10)))
+        down_since, failures = as_utc(st.down_since), st.failures
+    key = f"airflow_down:{down_since:%Y%m%dT%H%M%S}"
+    told = 0
+    for row in _unsettled(services.store, {m.dag_id for m in services.registry.models.values() if m.dag_id}):
+        if not row.thread_ts:
+            continue
+        text = (f":warning: Airflow cannot be reached since {down_since:%H:%M} UTC, so this run's progress is not "
+                f"being updated: {exc}\nI keep trying, less often while it lasts, and will say here when it answers.")
+        ts, now_posted = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event=key, channel=row.channel,
+                                   thread_ts=row.thread_ts, text=text)
+        told += int(now_posted)
+    log.warning("run watcher: %s", exc)
+    return f"Airflow unreachable (failure {failures}; {told} threads told): {exc}"
+
+
+def _recovered(services, down_since: datetime) -> str:
+    key = f"airflow_down:{down_since:%Y%m%dT%H%M%S}"
+    with services.store.session() as s:
+        told = s.execute(select(RunEvent.dag_id, RunEvent.run_id, RunEvent.channel, RunEvent.thread_ts)
+                         .where(RunEvent.event == key, RunEvent.status == "posted")).all()
+    for dag_id, run_id, channel, thread_ts in told:
+        post_once(services, dag_id=dag_id, run_id=run_id, event=key.replace("down", "back"), channel=channel,
+                  thread_ts=thread_ts, text=":white_check_mark: Airflow answers again; catching up on this run.")
+    with services.store.session() as s:
+        st = _state(s)
+        st.down_since = st.down_reason = st.next_attempt_at = None
+        st.failures = 0
+    return f"; Airflow is back after an outage since {down_since:%H:%M:%S} UTC"
+
+
+# ---------------------------------------------------------------- status
+
+def _run_line(services, row: RunRecord) -> str:
+    icon = STATE_ICONS.get(row.state, ":grey_question:")
+    label = code(row.run_id)
+    if services.airflow is not None:
+        label = _link(services.airflow.run_url(row.dag_id, row.run_id), row.run_id)
+    took = fmt_duration(run_duration(row))
+    took_text = f"{'took' if row.state in ('success', 'failed') else 'for'} {took}"
+    return f"{icon} {label} {row.state}, {took_text}, started by {who_started(row)} {_ago(row.queued_at)}".rstrip()
+
+
+def last_run_summary(services, model: Model) -> str | None:
+    """One mrkdwn line about the model's latest run, as the watcher or /model retrain last saw it."""
+    with services.store.session() as s:
+        rows = recent_runs(s, model.name, limit=1)
+    return _run_line(services, rows[0]) if rows else None
+
+
+def run_history_lines(services, model: Model, n: int = 5) -> list[str]:
+    with services.store.session() as s:
+        rows = recent_runs(s, model.name, limit=n)
+    if not rows:
+        return []
+    return [f"*Last {len(rows)} run{'s' if len(rows) > 1 else ''}:*"] + [f"• {_run_line(services, r)}" for r in rows]
