@@ -18,6 +18,10 @@ class EndpointNotFound(SageMakerError):
     pass
 
 
+class VariantNotFound(SageMakerError):
+    """The endpoint exists but does not have a variant that was named."""
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -93,3 +97,145 @@ def describe_endpoint(endpoint: str, region: str) -> EndpointState:
         for pv in desc.get("ProductionVariants", [])
     )
     return EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"), config_name=config_name, variants=variants)
+
+
+# Weights are compared with this tolerance: SageMaker stores them as floats and echoes what it was given.
+WEIGHT_TOLERANCE = 1e-6
+
+
+def _failure(exc: Exception, what: str) -> str:
+    if isinstance(exc, ClientError):
+        return f"SageMaker did not {what}: {exc.response.get('Error', {}).get('Message', exc)}"
+    return f"SageMaker could not be reached to {what} ({exc})"
+
+
+def weights_match(state: EndpointState, weights: dict[str, float]) -> bool:
+    """True when every named variant already has (or is already being given) the target weight.
+
+    DesiredWeight counts: during an update it holds where the endpoint is going, so an update already in
+    flight is not sent a second time.
+    """
+    for name, target in weights.items():
+        variant = state.variant(name)
+        if variant is None:
+            return False
+        have = variant.desired_weight if variant.desired_weight is not None else variant.current_weight
+        if abs(have - target) > WEIGHT_TOLERANCE:
+            return False
+    return True
+
+
+def set_weights(endpoint: str, region: str, weights: dict[str, float]) -> bool:
+    """Set variant weights (UpdateEndpointWeightsAndCapacities), reading the current ones first.
+
+    Returns False, without calling the update, when the endpoint already has these weights: a controller that
+    crashed after the call and retries must not shift twice. A weight of 0 is sent as 0 (boto3 keeps zero
+    values; SDK layers that drop "empty" fields would silently leave the old weight).
+    """
+    what = f"set the traffic weights of endpoint `{endpoint}` in {region}"
+    state = describe_endpoint(endpoint, region)
+    missing = [name for name in weights if state.variant(name) is None]
+    if missing:
+        found = ", ".join(f"`{v.name}`" for v in state.variants) or "none"
+        raise VariantNotFound(
+            f"SageMaker endpoint `{endpoint}` has no variant {', '.join(f'`{m}`' for m in missing)} "
+            f"(it has {found}); the traffic weights were not changed."
+        )
+    if weights_match(state, weights):
+        return False
+    if state.status not in ("InService",):
+        raise SageMakerError(
+            f"SageMaker endpoint `{endpoint}` is {state.status}, so its traffic weights cannot be changed now; "
+            "the change is retried on the next pass."
+        )
+    sm = aws.client("sagemaker", region)
+    try:
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=endpoint,
+            DesiredWeightsAndCapacities=[
+                {"VariantName": name, "DesiredWeight": float(weight)} for name, weight in weights.items()
+            ],
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise SageMakerError(_failure(exc, what) + "; the traffic split was not changed.") from None
+    return True
+
+
+def update_endpoint_config(endpoint: str, config_name: str, region: str) -> bool:
+    """Move the endpoint to another endpoint config (UpdateEndpoint); False when it is already on it."""
+    what = f"move endpoint `{endpoint}` in {region} to endpoint config `{config_name}`"
+    state = describe_endpoint(endpoint, region)
+    if state.config_name == config_name:
+        return False
+    if state.status not in ("InService",):
+        raise SageMakerError(
+            f"SageMaker endpoint `{endpoint}` is {state.status}, so it cannot be moved to endpoint config "
+            f"`{config_name}` now; this is retried on the next pass."
+        )
+    sm = aws.client("sagemaker", region)
+    try:
+        sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise SageMakerError(_failure(exc, what) + "; the endpoint was left as it was.") from None
+    return True
+
+
+def describe_endpoint_config(config_name: str, region: str) -> dict:
+    sm = aws.client("sagemaker", region)
+    try:
+        return sm.describe_endpoint_config(EndpointConfigName=config_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise SageMakerError(_failure(exc, f"describe endpoint config `{config_name}` in {region}") + ".") from None
+
+
+def config_weights(config: dict) -> dict[str, float]:
+    """The initial weight of each variant an endpoint config declares (what UpdateEndpoint to it gives)."""
+    return {pv["VariantName"]: float(pv.get("InitialVariantWeight", 1.0)) for pv in config.get("ProductionVariants", [])}
+
+
+def _allowed(sm, shape_name: str | None, operation: str | None = None) -> set[str]:
+    model = sm.meta.service_model
+    shape = model.operation_model(operation).input_shape if operation else model.shape_for(shape_name)
+    return set(shape.members)
+
+
+def ensure_single_variant_config(source_config: str, variant: str, new_name: str, region: str) -> str:
+    """An endpoint config like `source_config` but serving only `variant` (weight 1), created once.
+
+    Used after a rollout has baked, to retire the old variant's instances. The copy keeps every setting of
+    the source config that CreateEndpointConfig accepts (data capture, KMS key, ...); an existing config of
+    that name is reused, so a retry after a crash does not fail.
+    """
+    sm = aws.client("sagemaker", region)
+    try:
+        sm.describe_endpoint_config(EndpointConfigName=new_name)
+        return new_name
+    except ClientError as exc:
+        if not _is_not_found(exc):
+            raise SageMakerError(_failure(exc, f"look up endpoint config `{new_name}` in {region}") + ".") from None
+    except BotoCoreError as exc:
+        raise SageMakerError(_failure(exc, f"look up endpoint config `{new_name}` in {region}") + ".") from None
+    source = describe_endpoint_config(source_config, region)
+    entry = next((pv for pv in source.get("ProductionVariants", []) if pv.get("VariantName") == variant), None)
+    if entry is None:
+        raise SageMakerError(
+            f"SageMaker endpoint config `{source_config}` has no variant `{variant}`; "
+            f"no config serving only `{variant}` was created."
+        )
+    variant_keys = _allowed(sm, "ProductionVariant")
+    copied_variant = {k: v for k, v in entry.items() if k in variant_keys and v not in (None, {}, [])}
+    copied_variant["InitialVariantWeight"] = 1.0
+    top_keys = _allowed(sm, None, "CreateEndpointConfig") - {"EndpointConfigName", "ProductionVariants", "Tags"}
+    # Shadow variants belong to the old setup; empty structures (moto echoes VpcConfig {}) are rejected by AWS.
+    extra = {k: v for k, v in source.items() if k in top_keys - {"ShadowProductionVariants"} and v not in (None, {}, [])}
+    try:
+        sm.create_endpoint_config(EndpointConfigName=new_name, ProductionVariants=[copied_variant], **extra)
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        if "already exist" not in message:
+            raise SageMakerError(
+                _failure(exc, f"create endpoint config `{new_name}` in {region}") + "; the endpoint was left as it was."
+            ) from None
+    except BotoCoreError as exc:
+        raise SageMakerError(_failure(exc, f"create endpoint config `{new_name}` in {region}") + ".") from None
+    return new_name

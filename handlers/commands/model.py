@@ -18,7 +18,7 @@ from handlers.commands.spec import Invocation, Subcommand
 log = logging.getLogger(__name__)
 
 # Modules under handlers/commands/ that expose SUBCOMMANDS, in the order help lists them.
-MODULES = ["help", "status"]
+MODULES = ["help", "status", "retrain", "promote", "rollback", "pause", "pricing"]
 
 
 @functools.cache

@@ -1,0 +1,173 @@
+"""CloudWatch adapter: SageMaker invocation and error counts per variant, many rollouts per GetMetricData call.
+
+A controller tick needs three sums (Invocations, Invocation5XXErrors, Invocation4XXErrors) for two variants of
+every progressing rollout. GetMetricData takes up to 500 queries a call, so 500 rollouts cost 6 calls instead
+of 500. One call has one time window, while each rollout counts from its own step start: queries are sorted
+by step start and cut into calls, each call asks for per-minute sums from the earliest start it holds, and
+each rollout adds up only the minutes from its own start on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Hashable, Iterable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bot import aws
+from bot.errors import ExternalError
+
+NAMESPACE = "AWS/SageMaker"
+PERIOD_SECONDS = 60
+MAX_QUERIES_PER_CALL = 500  # GetMetricData's limit
+# Metric name -> short code used in query ids (ids must start with a lowercase letter).
+METRICS = {"Invocations": "n", "Invocation5XXErrors": "f", "Invocation4XXErrors": "c"}
+
+
+class CloudWatchError(ExternalError):
+    """GetMetricData failed; the message names CloudWatch and what was not read."""
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    requests: int = 0
+    errors_5xx: int = 0
+    errors_4xx: int = 0
+
+
+@dataclass(frozen=True)
+class RolloutQuery:
+    """Counts wanted for the variants of one endpoint from `since` (a rollout's step start) on."""
+
+    key: Hashable
+    endpoint: str
+    variants: tuple[str, ...]
+    since: datetime
+
+
+@dataclass
+class FetchResult:
+    counts: dict[Hashable, dict[str, VariantCounts]] = field(default_factory=dict)
+    calls: int = 0
+    # Rollout keys whose counts could not be read this time, with the reason.
+    failed: dict[Hashable, str] = field(default_factory=dict)
+
+
+def first_full_minute(since: datetime) -> datetime:
+    """CloudWatch sums by the minute; a minute that began before the step holds traffic at the old split, so
+    counting starts at the first minute that lies wholly inside the step."""
+    since = since.astimezone(timezone.utc)
+    floor = since.replace(second=0, microsecond=0)
+    return floor if floor == since else floor + timedelta(minutes=1)
+
+
+def _metric_query(qid: str, endpoint: str, variant: str, metric: str) -> dict:
+    return {
+        "Id": qid,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": NAMESPACE,
+                "MetricName": metric,
+                "Dimensions": [
+                    {"Name": "EndpointName", "Value": endpoint},
+                    {"Name": "VariantName", "Value": variant},
+                ],
+            },
+            "Period": PERIOD_SECONDS,
+            "Stat": "Sum",
+        },
+        "ReturnData": True,
+    }
+
+
+def fetch_counts(
+    queries: Iterable[RolloutQuery], region: str, *, end: datetime, max_queries_per_call: int = MAX_QUERIES_PER_CALL
+) -> FetchResult:
+    """Sums since each query's start, up to `end`, in as few calls as the query limit allows.
+
+    Calls are filled to the limit (a rollout's queries may span two calls). A failed call marks the rollouts
+    it held as failed -- they are not judged on half their counts -- while the others still count.
+    """
+    queries = sorted(queries, key=lambda q: q.since)
+    starts = [first_full_minute(q.since) for q in queries]
+    # One entry per metric query, in step-start order: (rollout index, variant, metric).
+    wanted = [(i, variant, metric) for i, q in enumerate(queries) for variant in q.variants for metric in METRICS]
+    sums: dict[tuple[int, str, str], float] = {}
+    failed: dict[int, str] = {}
+    result = FetchResult()
+    end = end.astimezone(timezone.utc)
+    for offset in range(0, len(wanted), max_queries_per_call):
+        chunk = wanted[offset: offset + max_queries_per_call]
+        ids = {f"q{offset + k}": item for k, item in enumerate(chunk)}
+        metric_queries = [_metric_query(qid, queries[i].endpoint, variant, metric)
+                          for qid, (i, variant, metric) in ids.items()]
+        try:
+            _call(metric_queries, ids, min(starts[i] for i, _, _ in chunk), end, starts, region, sums, result)
+        except CloudWatchError as exc:
+            for i, _, _ in chunk:
+                failed[i] = str(exc)
+    for i, q in enumerate(queries):
+        if i in failed:
+            result.failed[q.key] = failed[i]
+            continue
+        result.counts[q.key] = {
+            variant: VariantCounts(
+                requests=_count(sums.get((i, variant, "Invocations"))),
+                errors_5xx=_count(sums.get((i, variant, "Invocation5XXErrors"))),
+                errors_4xx=_count(sums.get((i, variant, "Invocation4XXErrors"))),
+            )
+            for variant in q.variants
+        }
+    return result
+
+
+def _call(metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime, end: datetime,
+          starts: list[datetime], region: str, sums: dict, result: FetchResult) -> None:
+    """One GetMetricData request (following NextToken), its per-minute values summed per query."""
+    # The minute in progress is included: counts are cumulative and the next tick sees the rest.
+    end_minute = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if end_minute <= start:
+        end_minute = start + timedelta(minutes=1)
+    cw = aws.client("cloudwatch", region)
+    token = None
+    while True:
+        kwargs = {"MetricDataQueries": metric_queries, "StartTime": start, "EndTime": end_minute,
+                  "ScanBy": "TimestampAscending"}
+        if token:
+            kwargs["NextToken"] = token
+        try:
+            response = cw.get_metric_data(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
+            raise CloudWatchError(
+                f"CloudWatch did not return SageMaker invocation metrics in {region} ({detail}); "
+                "the rollouts it was asked about were not judged this pass."
+            ) from None
+        finally:
+            result.calls += 1
+        for series in response.get("MetricDataResults", []):
+            where = ids.get(series.get("Id", ""))
+            if where is None:
+                continue
+            since = starts[where[0]]
+            total = sum(
+                value
+                for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
+                if ts.astimezone(timezone.utc) >= since
+            )
+            sums[where] = sums.get(where, 0.0) + total
+        token = response.get("NextToken")
+        if not token:
+            break
+
+
+def _count(value: float | None) -> int:
+    if value is None or math.isnan(value):
+        return 0
+    return int(round(value))
+
+
+def calls_needed(rollouts: int, variants_per_rollout: int = 2, max_queries_per_call: int = MAX_QUERIES_PER_CALL) -> int:
+    return math.ceil(rollouts * variants_per_rollout * len(METRICS) / max_queries_per_call)

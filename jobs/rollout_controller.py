@@ -1,0 +1,159 @@
+"""The rollout controller: one pass over every unfinished rollout.
+
+Per pass:
+1. intents left by a crash or a failed call are finished first (idempotently; see bot/rollouts.py);
+2. pending rollouts take their first step; baking ones that have baked long enough are promoted;
+3. progressing (and paused) rollouts get their counts since the step began -- one GetMetricData call per
+   83 rollouts (500 queries), not one per rollout -- and are judged: shift, wait, roll back or pause.
+   A paused rollout is only acted on when the candidate is shown to be worse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot import cloudwatch, rollouts
+from bot.store import rollouts as store
+from bot.store.base import utcnow
+
+log = logging.getLogger(__name__)
+
+NAME = "rollout_controller"
+
+
+@dataclass
+class TickStats:
+    counts: Counter = field(default_factory=Counter)
+    cloudwatch_calls: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        c = self.counts
+        if not sum(c.values()) and not self.problems:
+            return "no rollouts in progress"
+        parts = [f"{c[k]} {k}" for k in ("resumed", "started", "waited", "shifted", "baked", "promoted",
+                                          "rolled back", "paused", "held", "not judged", "owed") if c[k]]
+        parts.append(f"{self.cloudwatch_calls} GetMetricData call(s)")
+        if self.problems:
+            parts.append("problems: " + "; ".join(self.problems[:3])
+                         + (f" (+{len(self.problems) - 3} more)" if len(self.problems) > 3 else ""))
+        return ", ".join(parts)
+
+
+def run_once(services, now: datetime | None = None) -> str:
+    return tick(services, now).summary()
+
+
+def tick(services, now: datetime | None = None, *,
+         max_queries_per_call: int = cloudwatch.MAX_QUERIES_PER_CALL) -> TickStats:
+    now = now or utcnow()
+    stats = TickStats()
+    with services.store.session() as s:
+        leftovers = [r.id for r in store.needing_work(s) if r.pending is not None]
+    for rollout_id in leftovers:
+        try:
+            problem = rollouts.carry_out(services, rollout_id)
+        except Exception as exc:  # one broken rollout must not hold up the others
+            log.exception("rollout %s: finishing its last transition failed", rollout_id)
+            problem = f"{type(exc).__name__}: {exc}"
+        stats.counts["owed" if problem else "resumed"] += 1
+        if problem:
+            stats.problems.append(f"rollout {rollout_id}: {problem}")
+
+    with services.store.session() as s:
+        rows = [r for r in store.needing_work(s) if r.pending is None and r.state in store.ACTIVE_STATES]
+    judged = []
+    for r in rows:
+        try:
+            if r.state == "pending":
+                after = rollouts.begin(services, r.id, now)
+                stats.counts["started" if after and after.state != "pending" else "owed"] += 1
+            elif r.state == "baking":
+                _bake(services, r, now, stats)
+            elif r.step_started_at is not None and (
+                    r.state == "progressing" or (r.state == "paused" and r.resume_state == "progressing")):
+                judged.append(r)  # a paused bake has no traffic on the stable variant to compare with
+        except Exception as exc:  # one broken rollout must not hold up the others
+            log.exception("rollout %s failed in this pass", r.id)
+            stats.problems.append(f"rollout {r.id}: {type(exc).__name__}: {exc}")
+    _judge_all(services, judged, now, stats, max_queries_per_call)
+    return stats
+
+
+def _bake(services, r, now: datetime, stats: TickStats) -> None:
+    settings = rollouts.settings_for(services, r.model)
+    started = r.when("step_started_at")
+    if started is None or now - started < timedelta(minutes=settings.bake_minutes):
+        return
+    _, plan = rollouts.transition(services, r.id, lambda cur: rollouts.plan_finish_bake(cur, now)
+                                  if cur.state == "baking" and cur.pending is None else None)
+    stats.counts["promoted" if plan else "held"] += 1
+
+
+def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_call: int) -> None:
+    from bot.judgement import Counts, judge
+
+    by_region: dict[str, list] = {}
+    for r in rows:
+        by_region.setdefault(r.region, []).append(r)
+    for region, group in by_region.items():
+        queries = [cloudwatch.RolloutQuery(key=r.id, endpoint=r.endpoint,
+                                           variants=(r.stable_variant, r.candidate_variant),
+                                           since=r.when("step_started_at")) for r in group]
+        try:
+            result = cloudwatch.fetch_counts(queries, region, end=now, max_queries_per_call=max_queries_per_call)
+        except Exception as exc:
+            log.exception("reading CloudWatch in %s failed", region)
+            stats.problems.append(f"{region}: {type(exc).__name__}: {exc}")
+            stats.counts["not judged"] += len(group)
+            continue
+        stats.cloudwatch_calls += result.calls
+        for error in sorted(set(result.failed.values())):
+            stats.problems.append(error)
+        for r in group:
+            counts = result.counts.get(r.id)
+            if counts is None:
+                stats.counts["not judged"] += 1
+                continue
+            try:
+                _judge_one(services, r, counts, now, stats, Counts, judge)
+            except Exception as exc:
+                log.exception("rollout %s: judging failed", r.id)
+                stats.problems.append(f"rollout {r.id}: {type(exc).__name__}: {exc}")
+
+
+def _judge_one(services, r, counts, now: datetime, stats: TickStats, Counts, judge) -> None:
+    model = services.registry.get(r.model)
+    if model is None:
+        stats.counts["not judged"] += 1
+        stats.problems.append(f"rollout {r.id}: model {r.model} is no longer in the models file")
+        return
+    settings = model.rollout
+
+    def as_counts(c: cloudwatch.VariantCounts):
+        return Counts(requests=c.requests, errors_5xx=c.errors_5xx, errors_4xx=c.errors_4xx)
+
+    stable, candidate = as_counts(counts[r.stable_variant]), as_counts(counts[r.candidate_variant])
+    timer = r.when("timer_started_at") or r.when("step_started_at")
+    # A paused rollout is judged only for a rollback: its clock does not run towards another pause.
+    minutes = 0.0 if r.state == "paused" else max(0.0, (now - timer).total_seconds() / 60)
+    decision = judge(stable, candidate, settings, minutes)
+    plan = rollouts.plan_judgement(r, settings, decision, stable, candidate, now)
+    if plan is None:
+        # Paused: the history is kept, but the step's message is not edited to "shift" while a human holds it.
+        rollouts.record_judgement(services, r, settings, decision, stable, candidate, now,
+                                  edit=r.state != "paused")
+        stats.counts["held" if r.state == "paused" else "waited"] += 1
+        return
+    committed = rollouts.commit(services, r, plan)
+    if committed is None:
+        stats.counts["held"] += 1  # another worker moved it first; it is judged again next pass
+        return
+    problem = rollouts.carry_out(services, r.id)
+    if problem:
+        stats.problems.append(f"rollout {r.id}: {problem}")
+    stats.counts[{"shift": "shifted", "bake": "baked", "rollback": "rolled back", "pause": "paused"}
+                 .get(plan.kind, plan.kind)] += 1

@@ -1,0 +1,78 @@
+"""Starting rollouts: from the Airflow deploy (idempotent per run) and from Slack (variant detection, own thread)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from bot import rollouts
+from handlers.events.mention import thread_model
+from tests.endpoints import create_endpoint
+from tests.rollout.conftest import weights
+from tests.rollout.test_scenarios import churn, deploy
+
+
+def test_deploy_starts_once_per_run(services, slack, churn_endpoint, t0, sagemaker_proxy):
+    first, parent = deploy(services, slack, t0)
+    again = rollouts.start_from_deploy(services, "churn", endpoint="churn-prod", stable_variant="v41",
+                                       candidate_variant="v42", run_id="manual__1", channel="C0CHURN",
+                                       thread_ts=parent, now=t0 + timedelta(minutes=1))
+    assert again == first
+    assert weights() == {"v41": 0.9, "v42": 0.1}
+    assert sagemaker_proxy.operations.count("UpdateEndpointWeightsAndCapacities") == 1
+    [step] = slack.thread("C0CHURN", parent)[1:]
+    assert step["text"].startswith("*Step 1 of 3: `v42` at 10% of traffic*") and "Waiting for traffic" in step["text"]
+    assert thread_model(services, "C0CHURN", parent) == "churn"  # @modelbot in the run's thread acts on churn
+
+
+def test_a_new_deploy_replaces_an_unfinished_rollout(services, slack, churn_endpoint, t0):
+    old, old_parent = deploy(services, slack, t0, run_id="manual__1")
+    new, new_parent = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
+    assert rollouts.load(services, old).state == "aborted"
+    assert rollouts.load(services, new).state == "progressing"
+    [aborted] = [m for m in slack.thread("C0CHURN", old_parent) if "aborted" in m["text"]]
+    assert "replaced by the candidate `v42` of Airflow run `manual__2`" in aborted["text"]
+
+
+def test_promote_from_slack_detects_variants_and_opens_its_own_thread(services, slack, churn_endpoint, t0):
+    model = churn(services)
+    outcome = rollouts.start_from_slack(services, model, user_id="U0ALICE", now=t0)
+    assert "`v42` replacing `v41` on `churn-prod`, first step 10%" in outcome.text and "rollout thread" in outcome.text
+    r = rollouts.load(services, outcome.rollout_id)
+    [parent] = [m for m in slack.messages("C0CHURN") if m["ts"] == r.thread_ts]
+    assert "Rollout of churn" in parent["text"] and "Started by <@U0ALICE>" in parent["text"]
+    assert thread_model(services, "C0CHURN", r.thread_ts) == "churn"
+    assert weights() == {"v41": 0.9, "v42": 0.1}
+
+    with pytest.raises(rollouts.RolloutRefused) as err:
+        rollouts.start_from_slack(services, model, user_id="U0ALICE", now=t0)
+    assert "already being rolled out" in str(err.value)
+
+    rollouts.pause(services, model, user_id="U0ALICE", now=t0 + timedelta(minutes=1))
+    [parent] = [m for m in slack.messages("C0CHURN") if m["ts"] == r.thread_ts]
+    assert "Paused at 10%" in parent["text"]  # the thread's parent shows where the rollout is
+    outcome = rollouts.start_from_slack(services, model, user_id="U0ALICE", now=t0 + timedelta(minutes=2))
+    assert "Resumed" in outcome.text and rollouts.load(services, r.id).state == "progressing"
+    line = rollouts.rollout_summary(services, model)
+    assert line.startswith("Step 1 of 3: `v42` at 10% of traffic") and f"p{r.thread_ts.replace('.', '')}" in line
+
+
+@pytest.mark.parametrize("split, variant, expected", [
+    ({"blue": 0.5, "green": 0.5}, None, "has `blue` 50%, `green` 50%"),
+    ({"v41": 1.0, "v42": 0.0, "v43": 0.0}, None, "`/model promote <model> --variant NAME`"),
+    ({"v41": 1.0, "v42": 0.0}, "v9", "There is no variant `v9` to promote"),
+])
+def test_promote_says_what_it_found_when_the_candidate_is_unclear(services, rollout_aws, split, variant, expected):
+    create_endpoint("churn-prod", split)
+    with pytest.raises(rollouts.RolloutRefused) as err:
+        rollouts.start_from_slack(services, churn(services), user_id="U0ALICE", variant=variant)
+    assert expected in str(err.value)
+    assert rollouts.rollout_summary(services, churn(services)) is None  # nothing was started
+
+
+def test_promote_with_variant_picks_the_named_candidate(services, slack, rollout_aws):
+    create_endpoint("churn-prod", {"v41": 1.0, "v42": 0.0, "v43": 0.0})
+    outcome = rollouts.start_from_slack(services, churn(services), user_id="U0ADMIN", variant="v43")
+    assert "`v43` replacing `v41`" in outcome.text
+    assert weights() == {"v41": 0.9, "v42": 0.0, "v43": 0.1}
