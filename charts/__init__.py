@@ -1,1 +1,2 @@
-"""Pure chart functions: pandas DataFrame in, PNG bytes out (matplotlib, Agg). No I/O, no Slack."""
+"""Pure chart functions: pandas DataFrame in, a RenderedChart (PNG bytes, title, alt text) out (matplotlib, Agg).
+No I/O, no Slack: bot/chart_posting.py posts them."""
