@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from bot.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
 from bot.errors import ExternalError
@@ -538,7 +538,24 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
         cand = s.scalars(select(Candidate).where(Candidate.dag_id == row.dag_id, Candidate.run_id == row.run_id)).first()
     if cand is None or cand.rollout_started_at is not None or cand.rollout_error is not None:
         return True
+    if not _claim_rollout_start(services, cand):
+        return True  # another worker is handing it over right now
     return _start_rollout(services, row, model, cand)
+
+
+ROLLOUT_CLAIM_TTL = timedelta(minutes=2)
+
+
+def _claim_rollout_start(services, cand: Candidate) -> bool:
+    now = utcnow()
+    with services.store.session() as s:
+        result = s.execute(
+            update(Candidate)
+            .where(Candidate.id == cand.id, Candidate.rollout_started_at.is_(None), Candidate.rollout_error.is_(None))
+            .where(or_(Candidate.rollout_claimed_at.is_(None), Candidate.rollout_claimed_at < now - ROLLOUT_CLAIM_TTL))
+            .values(rollout_claimed_at=now)
+        )
+        return result.rowcount == 1
 
 
 def _start_rollout(services, row: RunRecord, model: Model, cand: Candidate) -> bool:

@@ -114,6 +114,8 @@ class Candidate(Base):
     consumed_at: Mapped[datetime | None]
     rollout_started_at: Mapped[datetime | None]
     rollout_error: Mapped[str | None] = mapped_column(Text)
+    # Claimed by the worker handing it to the rollout, so two workers do not both do it; expires after a crash.
+    rollout_claimed_at: Mapped[datetime | None]
 
 
 class WatcherState(Base):

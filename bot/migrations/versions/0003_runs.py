@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("consumed_at", TZ),
         sa.Column("rollout_started_at", TZ),
         sa.Column("rollout_error", sa.Text),
+        sa.Column("rollout_claimed_at", TZ),
         sa.UniqueConstraint("dag_id", "run_id", name="uq_run_candidates_dag_id_run_id"),
     )
     op.create_index("ix_run_candidates_model_recorded_at", "run_candidates", ["model", "recorded_at"])
