@@ -489,7 +489,7 @@ def _handle_evaluation(services, airflow, row: RunRecord, model: Model) -> bool:
     ev, problem = parse_evaluation(_return_value(airflow, row, "evaluate"))
     if ev is None:
         text = (f":warning: Task `evaluate` succeeded, but what it returned does not follow the XCom contract "
-                f"({problem}), so there is no evaluation to report. See docs/airflow.md for the expected shape.")
+                f"({problem}), so there is no evaluation to report. See the README, 'What the DAG must return'.")
         ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="evaluation", channel=row.channel,
                           thread_ts=row.thread_ts, text=text)
         return ts is not None

@@ -1,6 +1,6 @@
 """Example model lifecycle DAG for modelbot: preprocess -> train -> evaluate -> deploy.
 
-It follows modelbot's XCom contract (docs/airflow.md):
+It follows modelbot's XCom contract (README: "What the DAG must return"):
 - `evaluate` returns {"metric", "candidate", "production", "promote", "diagnostics_uri" (optional)};
 - `deploy` puts the candidate on the SageMaker endpoint at weight 0 and returns
   {"endpoint", "stable_variant", "candidate_variant"}; modelbot then rolls it out gradually.
