@@ -11,9 +11,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
 SLACK_ONCALL = re.compile(r"^[SUW][A-Z0-9]+$")
@@ -27,6 +27,20 @@ class RegistryError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _matches(pattern: re.Pattern, what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+ChannelId = Annotated[str, _matches(SLACK_CHANNEL, "a Slack channel ID (C..., G...)")]
+UserId = Annotated[str, _matches(SLACK_USER, "a Slack user ID (U...)")]
+OncallId = Annotated[str, _matches(SLACK_ONCALL, "a Slack user group (S...) or user (U...) ID")]
 
 
 class RolloutSettings(_Strict):
@@ -53,69 +67,25 @@ class RolloutSettings(_Strict):
 
 class Defaults(_Strict):
     region: str = "us-east-1"
-    alert_channel: str | None = None
-    oncall: str | None = None
-    admins: tuple[str, ...] = ()
-
-    @field_validator("alert_channel")
-    @classmethod
-    def _channel(cls, v: str | None) -> str | None:
-        if v is not None and not SLACK_CHANNEL.match(v):
-            raise ValueError(f"{v!r} is not a Slack channel ID (C..., G...)")
-        return v
-
-    @field_validator("oncall")
-    @classmethod
-    def _oncall(cls, v: str | None) -> str | None:
-        if v is not None and not SLACK_ONCALL.match(v):
-            raise ValueError(f"{v!r} is not a Slack user group (S...) or user (U...) ID")
-        return v
-
-    @field_validator("admins")
-    @classmethod
-    def _admins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for u in v:
-            if not SLACK_USER.match(u):
-                raise ValueError(f"{u!r} is not a Slack user ID (U...)")
-        return v
+    alert_channel: ChannelId | None = None
+    oncall: OncallId | None = None
+    admins: tuple[UserId, ...] = ()
 
 
 class ModelSpec(_Strict):
     dag_id: str | None = None
     endpoint: str | None = None
-    channel: str
+    channel: ChannelId
     metric: str | None = None
     direction: Literal["maximize", "minimize"] = "maximize"
-    owners: tuple[str, ...] = ()
-    oncall: str | None = None
+    owners: tuple[UserId, ...] = ()
+    oncall: OncallId | None = None
     region: str | None = None
-    alert_channel: str | None = None
+    alert_channel: ChannelId | None = None
     vcpu: float | None = Field(default=None, gt=0)
     memory_gib: float | None = Field(default=None, gt=0)
     gpus: int = Field(default=0, ge=0)
     rollout: RolloutSettings = RolloutSettings()
-
-    @field_validator("channel", "alert_channel")
-    @classmethod
-    def _channel(cls, v: str | None) -> str | None:
-        if v is not None and not SLACK_CHANNEL.match(v):
-            raise ValueError(f"{v!r} is not a Slack channel ID (C..., G...)")
-        return v
-
-    @field_validator("owners")
-    @classmethod
-    def _owners(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for u in v:
-            if not SLACK_USER.match(u):
-                raise ValueError(f"{u!r} is not a Slack user ID (U...)")
-        return v
-
-    @field_validator("oncall")
-    @classmethod
-    def _oncall(cls, v: str | None) -> str | None:
-        if v is not None and not SLACK_ONCALL.match(v):
-            raise ValueError(f"{v!r} is not a Slack user group (S...) or user (U...) ID")
-        return v
 
 
 class _File(_Strict):
@@ -182,11 +152,18 @@ class Registry:
         return [m for m in self.models.values() if m.endpoint == endpoint]
 
 
+def _field_path(parts: list[Any]) -> str:
+    path = ""
+    for p in parts:
+        path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+    return path
+
+
 def _describe_location(loc: tuple[Any, ...]) -> tuple[str | None, str]:
-    parts = [str(p) for p in loc]
+    parts = list(loc)
     if len(parts) >= 2 and parts[0] == "models":
-        return parts[1], ".".join(parts[2:]) or "(the table)"
-    return None, ".".join(parts) or "(top level)"
+        return str(parts[1]), _field_path(parts[2:]) or "(the table)"
+    return None, _field_path(parts) or "(top level)"
 
 
 _KNOWN_FIELDS = {

@@ -46,13 +46,13 @@ def test_bad_toml_names_the_file(tmp_path):
     "body, expected",
     [
         ('[models.churn]\nchannel = "C1"\ndirection = "up"\n', "model 'churn', field 'direction'"),
-        ('[models.churn]\nchannel = "C1"\nowners = ["alice"]\n', "model 'churn', field 'owners'"),
+        ('[models.churn]\nchannel = "C1"\nowners = ["alice"]\n', "model 'churn', field 'owners[0]': 'alice' is not a Slack user ID"),
         ('[models.churn]\nendpoint = "e"\n', "model 'churn', field 'channel': is required"),
         ('[models.churn]\nchannel = "C1"\nendpiont = "e"\n', "did you mean 'endpoint'"),
         ('[models.churn]\nchannel = "C1"\n[models.churn.rollout]\nsteps = [10, 50]\n', "last step must be 100"),
         ('[models.churn]\nchannel = "C1"\n[models.churn.rollout]\nsteps = [50, 10, 100]\n', "increase strictly"),
         ('[models.churn]\nchannel = "C1"\n[models.churn.rollout]\nalpha = 2\n', "field 'rollout.alpha'"),
-        ('[defaults]\nadmins = ["bob"]\n', "field 'defaults.admins'"),
+        ('[defaults]\nadmins = ["bob"]\n', "field 'defaults.admins[0]'"),
         ('[models.churn]\nchannel = "general"\n', "not a Slack channel ID"),
     ],
 )
