@@ -63,7 +63,7 @@ def first_full_minute(since: datetime) -> datetime:
     return floor if floor == since else floor + timedelta(minutes=1)
 
 
-def _metric_query(qid: str, endpoint: str, variant: str, metric: str) -> dict:
+def _metric_query(qid: str, endpoint: str, variant: str, metric: str, period: int = PERIOD_SECONDS) -> dict:
     return {
         "Id": qid,
         "MetricStat": {
@@ -75,7 +75,7 @@ def _metric_query(qid: str, endpoint: str, variant: str, metric: str) -> dict:
                     {"Name": "VariantName", "Value": variant},
                 ],
             },
-            "Period": PERIOD_SECONDS,
+            "Period": period,
             "Stat": "Sum",
         },
         "ReturnData": True,
@@ -171,3 +171,41 @@ def _count(value: float | None) -> int:
 
 def calls_needed(rollouts: int, variants_per_rollout: int = 2, max_queries_per_call: int = MAX_QUERIES_PER_CALL) -> int:
     return math.ceil(rollouts * variants_per_rollout * len(METRICS) / max_queries_per_call)
+
+
+def fetch_series(endpoint: str, variants: Iterable[str], region: str, *, start: datetime, end: datetime,
+                 period: int = 3600) -> dict[tuple[str, str], dict[datetime, float]]:
+    """Per-period sums of Invocations, Invocation5XXErrors and Invocation4XXErrors of each variant, for charts:
+    {(variant, metric name): {period start (UTC): sum}}. A period without a datapoint is absent (SageMaker
+    publishes nothing for a period without requests). One GetMetricData request (pages followed) for up to
+    166 variants; raises CloudWatchError naming CloudWatch and the endpoint."""
+    variants = list(dict.fromkeys(variants))
+    ids = {f"s{k}": (variant, metric) for k, (variant, metric) in
+           enumerate((v, m) for v in variants for m in METRICS)}
+    if len(ids) > MAX_QUERIES_PER_CALL:
+        raise ValueError(f"{len(variants)} variants need more than one GetMetricData call")
+    queries = [_metric_query(qid, endpoint, variant, metric, period) for qid, (variant, metric) in ids.items()]
+    cw = aws.client("cloudwatch", region)
+    series: dict[tuple[str, str], dict[datetime, float]] = {item: {} for item in ids.values()}
+    token = None
+    while True:
+        kwargs = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
+        if token:
+            kwargs["NextToken"] = token
+        try:
+            response = cw.get_metric_data(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
+            raise CloudWatchError(
+                f"CloudWatch did not return the invocation metrics of endpoint {endpoint} in {region} ({detail})"
+            ) from None
+        for result in response.get("MetricDataResults", []):
+            item = ids.get(result.get("Id", ""))
+            if item is None:
+                continue
+            for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
+                at = ts.astimezone(timezone.utc)
+                series[item][at] = series[item].get(at, 0.0) + value
+        token = response.get("NextToken")
+        if not token:
+            return series

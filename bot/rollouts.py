@@ -33,6 +33,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot import rollout_text as text
 from bot import sagemaker
+from bot.chart_posting import post_rendered
+from charts.rollout import rollout as rollout_chart  # at import: matplotlib's first import is not thread-safe
 from bot.errors import ExternalError
 from bot.registry import Model, RolloutSettings
 from bot.store import rollouts as store
@@ -699,8 +701,6 @@ def _post_chart(services, r: Rollout, intent: dict) -> None:
     if not claimed or not r.thread_channel:
         return
     try:
-        from bot.chart_posting import post_rendered
-        from charts.rollout import rollout as rollout_chart
 
         evidence, events = chart_frames(services, r.id)
         chart = rollout_chart(evidence, events, r.model, r.stable_variant, r.candidate_variant)

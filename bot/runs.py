@@ -9,7 +9,6 @@ handler, one worker, or two workers at once, across crashes and restarts.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -29,7 +28,16 @@ from bot.registry import Model
 from bot.slack_text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
-from bot.store.runs import Candidate, Evaluation, RunEvent, RunRecord, WatcherState, find_run, recent_runs
+from bot.store.runs import (
+    Candidate,
+    Evaluation,
+    RunEvent,
+    RunRecord,
+    WatcherState,
+    evaluation_for_run,
+    find_run,
+    recent_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +258,50 @@ def _mark_posted(store, event_id: int, ts: str) -> None:
         s.execute(update(RunEvent).where(RunEvent.id == event_id).values(status="posted", message_ts=ts, posted_at=utcnow()))
 
 
+def claim_event(services, *, dag_id: str, run_id: str, event: str, channel: str, thread_ts: str | None,
+                what: str) -> int | None:
+    """Claims one event of a run for work that is not a chat message (a chart upload): the claim's id when this
+    call made it, None when anyone claimed it before (done, in flight, or lost in a crash).
+
+    The same outbox rows as post_once, but a claim is never taken over: an upload carries no event key that
+    Slack could be searched for, so what might have been posted is not posted again (at most once).
+    """
+    with services.store.session() as s:
+        mine = insert_ignore(
+            s,
+            RunEvent.__table__,
+            dict(dag_id=dag_id, run_id=run_id, event=event, status="claimed", channel=channel, thread_ts=thread_ts,
+                 text=what, blocks=None, claimed_by=HOLDER, claimed_at=utcnow()),
+            ["dag_id", "run_id", "event"],
+        )
+        if not mine:
+            return None
+        return s.scalars(
+            select(RunEvent.id).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event == event)
+        ).one()
+
+
+def finish_event(services, event_id: int, ts: str | None = None) -> None:
+    """The claimed work is done (ts: the message it posted, when there is one)."""
+    with services.store.session() as s:
+        s.execute(update(RunEvent).where(RunEvent.id == event_id).values(status="posted", message_ts=ts,
+                                                                           posted_at=utcnow()))
+
+
+def release_event(services, event_id: int) -> None:
+    """Slack certainly did not take the claimed work: free the claim so a later pass tries again."""
+    with services.store.session() as s:
+        s.execute(delete(RunEvent).where(RunEvent.id == event_id, RunEvent.status == "claimed"))
+
+
+def claimed_events(services, dag_id: str, run_id: str, prefix: str) -> set[str]:
+    """The run's events starting with `prefix` that anyone has claimed or done."""
+    with services.store.session() as s:
+        rows = s.scalars(select(RunEvent.event).where(
+            RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event.startswith(prefix, autoescape=True)))
+        return set(rows)
+
+
 def _find_posted(services, channel: str, thread_ts: str | None, key: str, since: datetime) -> tuple[str | None, bool]:
     """Looks in Slack for a message carrying this event key: (its ts or None, whether Slack could be asked)."""
     try:
@@ -462,19 +514,42 @@ def parse_deploy(value: Any) -> tuple[dict | None, str | None]:
 
 
 def _after_evaluation(services, model: Model, evaluation_row: Evaluation, channel: str, thread_ts: str) -> None:
-    """Hook for the evaluation and diagnostics charts, called once after the evaluation reply is posted.
+    """The evaluation and diagnostics charts, after the evaluation reply (each at most once per run).
 
-    The lead wires bot/run_charts.py; until it exists this does nothing. A failing chart must never stop the
-    watcher: the numbers are already in the thread.
+    A failing chart must never stop the watcher: the numbers are already in the thread.
     """
-    if importlib.util.find_spec("bot.run_charts") is None:
-        return
     try:
         from bot import run_charts
 
         run_charts.post_evaluation_charts(services, model, evaluation_row, channel, thread_ts)
     except Exception:
         log.exception("evaluation charts for %s failed", evaluation_row.run_id)
+
+
+def _evaluation_charts_owed(services, row: RunRecord, model: Model) -> None:
+    """A later pass: charts a crash (or a Slack refusal) left unposted after the evaluation reply."""
+    try:
+        from bot import run_charts
+
+        if not run_charts.evaluation_charts_owed(services, row.dag_id, row.run_id):
+            return
+        with services.store.session() as s:
+            stored = evaluation_for_run(s, row.dag_id, row.run_id)
+    except Exception:
+        log.exception("evaluation charts for %s failed", row.run_id)
+        return
+    if stored is not None:  # None: the XCom broke the contract, there is nothing to draw
+        _after_evaluation(services, model, stored, row.channel, row.thread_ts)
+
+
+def _after_run_ended(services, airflow: AirflowAdapter, row: RunRecord, model: Model, tasks: list[TaskInfo]) -> None:
+    """The run-history chart, once, after the run's end is told. A failing chart never stops the watcher."""
+    try:
+        from bot import run_charts
+
+        run_charts.post_run_history_chart(services, airflow, model, row, tasks)
+    except Exception:
+        log.exception("run history chart for %s failed", row.run_id)
 
 
 def _return_value(airflow, row: RunRecord, task_id: str) -> Any:
@@ -631,14 +706,22 @@ def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, 
                                   thread_ts=row.thread_ts, text=_failure_text(airflow, row, t))
                 complete &= ts is not None
     by_id = {t.task_id: t for t in tasks if t.map_index < 0}
-    if getattr(by_id.get("evaluate"), "state", None) == "success" and "evaluation" not in posted:
-        complete &= _handle_evaluation(services, airflow, row, model)
+    if getattr(by_id.get("evaluate"), "state", None) == "success":
+        if "evaluation" not in posted:
+            complete &= _handle_evaluation(services, airflow, row, model)
+        else:
+            _evaluation_charts_owed(services, row, model)
     if getattr(by_id.get("deploy"), "state", None) == "success":
         complete &= _handle_deploy(services, airflow, row, model, posted)
-    if info.finished and "ended" not in posted:
-        ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="ended", channel=row.channel,
-                          thread_ts=row.thread_ts, text=_ended_text(row, tasks))
-        complete &= ts is not None
+    if info.finished:
+        ended = "ended" in posted
+        if not ended:
+            ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="ended", channel=row.channel,
+                              thread_ts=row.thread_ts, text=_ended_text(row, tasks))
+            ended = ts is not None
+            complete &= ended
+        if ended:
+            _after_run_ended(services, airflow, row, model, tasks)
     with services.store.session() as s:
         s.execute(update(RunRecord).where(RunRecord.id == row.id).values(
             failed_tasks=sorted(set(failed)), settled=bool(info.finished and complete)))

@@ -49,6 +49,15 @@ def run_pass(services, holder: str, lease_seconds: float) -> dict[str, str]:
     return results
 
 
+def _warm_charts() -> None:
+    try:
+        from charts.fonts import warm_font_cache
+
+        warm_font_cache()
+    except Exception:  # charts are evidence, not the worker's job: a broken matplotlib must not stop it
+        log.exception("matplotlib's font cache could not be warmed; the first chart will be slower")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs", description="modelbot's background jobs")
     parser.add_argument("--once", action="store_true", help="run one pass of every job, then exit")
@@ -71,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {summary}")
         return 1 if any(v.startswith("failed") for v in results.values()) else 0
 
+    # Before the first pass, so the first chart of a run or rollout is not also the one that loads the fonts.
+    # Not for --once: a single pass pays the same cost whether it warms first or draws first.
+    _warm_charts()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

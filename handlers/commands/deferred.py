@@ -23,6 +23,13 @@ def _init_child() -> None:
     from bot.services import Services
 
     _child_services = Services.from_settings(load_settings(), migrate=False)
+    # Spawned, not forked: the web process's warm font cache is not inherited, and /model status draws here.
+    try:
+        from charts.fonts import warm_font_cache
+
+        warm_font_cache()
+    except Exception:  # an initializer that raises breaks the pool: commands matter more than chart speed
+        log.exception("matplotlib's font cache could not be warmed in a command process")
 
 
 def _warm() -> bool:

@@ -183,8 +183,12 @@ def test_retrain_runs_in_airflow_and_its_thread_follows_the_run(
 
     # Each event exactly once, although two workers (restarted every pass) and the jobs process all watched.
     for run_id in (good_run, bad_run):
-        keys = event_keys(thread_by_run(slack, "C0CHURN", run_id))
+        keys = [k for k in event_keys(thread_by_run(slack, "C0CHURN", run_id)) if k]  # file shares carry no key
         assert len(keys) == len(set(keys)), keys
+    # The evidence as images, once each, in the run's own thread, with alt text that reads without the image.
+    good_files = [f for f in slack.files if f.thread_ts == good[0]["ts"]]
+    assert sorted(f.filename.split("-")[0] for f in good_files) == ["diagnostics", "evaluation", "runs"], good_files
+    assert all(f.alt_txt for f in good_files)
     parents = [k for k in event_keys(slack.messages("C0CHURN")) if k and k.endswith("/parent")]
     assert len(parents) == len(set(parents))
 
