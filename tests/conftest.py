@@ -155,3 +155,31 @@ def models_file(tmp_path: Path) -> Path:
     path = tmp_path / "models.toml"
     path.write_text(MODELS_TOML)
     return path
+
+
+@pytest.fixture
+def make_services(slack, database_url, models_file):
+    """make_services(**settings) -> in-process Services on the test's database, Slack emulator and models file.
+
+    The first call applies the migrations; every Services made is disposed of after the test.
+    """
+    from bot.config import Settings
+    from bot.services import Services
+    from tests.harness import BOT_TOKEN, SIGNING_SECRET
+
+    made = []
+
+    def make(**overrides):
+        values = dict(
+            SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_APP_TOKEN=None,
+            SLACK_API_URL=slack.api_url, DATABASE_URL=database_url, MODELS_FILE=str(models_file),
+            AIRFLOW_URL=None, PAGERDUTY_ROUTING_KEY=None,
+        )
+        values.update(overrides)
+        services = Services.from_settings(Settings(_env_file=None, **values), migrate=not made)
+        made.append(services)
+        return services
+
+    yield make
+    for services in made:
+        services.store.dispose()

@@ -15,7 +15,6 @@ from bot.store.base import utcnow
 from bot.store.runs import Evaluation
 from tests.chartwiring.conftest import put_object
 from tests.harness import BOT_TOKEN
-from tests.runs.conftest import make_services
 
 EARLIER = "manual__2026-11-26T05-00-00_a"  # failed at train
 RUN = "manual__2026-11-27T05-00-00_b"  # the one evaluated here
@@ -54,9 +53,9 @@ def two_workers_pass(slack, database_url, models_file, airflow_url) -> list[str]
     return results
 
 
-def prepare(slack, database_url, models_file, airflow_url) -> None:
+def prepare(make_services, airflow_url) -> None:
     """Migrates the database (once, before workers race) and records an earlier evaluation of churn."""
-    services = make_services(slack, database_url, models_file, airflow_url=airflow_url)
+    services = make_services(AIRFLOW_URL=airflow_url)
     with services.store.session() as s:
         s.add(Evaluation(model="churn", dag_id="churn_lifecycle", run_id="manual__2026-11-20", metric="auc",
                          candidate=0.88, production=0.87, direction="maximize", promote=True,
@@ -99,11 +98,11 @@ def script_earlier(dag) -> None:
 
 
 def test_evaluation_diagnostics_and_run_history_land_in_the_run_thread_once(
-        aws, fake, dag, slack, database_url, models_file):
+        aws, fake, dag, slack, database_url, models_file, make_services):
     body, auc = diagnostics_csv()
     uri = put_object("modelbot-diagnostics", f"churn_lifecycle/{RUN}/diagnostics.csv", body)
     script_runs(dag, uri)
-    prepare(slack, database_url, models_file, fake.url)
+    prepare(make_services, fake.url)
 
     for _ in range(2):  # the second pass (two more fresh workers) must add nothing
         results = two_workers_pass(slack, database_url, models_file, fake.url)
@@ -141,11 +140,12 @@ def test_evaluation_diagnostics_and_run_history_land_in_the_run_thread_once(
     assert len(earlier) == 1 and "failed at train" in earlier[0].alt_txt
 
 
-def test_unreadable_diagnostics_are_told_once_in_words(aws, fake, dag, slack, database_url, models_file):
+def test_unreadable_diagnostics_are_told_once_in_words(aws, fake, dag, slack, database_url, models_file,
+                                                     make_services):
     put_object("modelbot-diagnostics", "elsewhere.csv", b"y_true,y_pred\n1,0.9\n")
     uri = f"s3://modelbot-diagnostics/churn_lifecycle/{RUN}/missing.csv"
     script_runs(dag, uri)
-    prepare(slack, database_url, models_file, fake.url)
+    prepare(make_services, fake.url)
 
     for _ in range(2):
         two_workers_pass(slack, database_url, models_file, fake.url)
@@ -157,10 +157,11 @@ def test_unreadable_diagnostics_are_told_once_in_words(aws, fake, dag, slack, da
     assert chart.alt_txt.startswith("churn evaluation on auc")
 
 
-def test_a_chart_slack_refused_is_posted_on_a_later_pass(aws, fake, dag, slack, database_url, models_file):
+def test_a_chart_slack_refused_is_posted_on_a_later_pass(aws, fake, dag, slack, database_url, models_file,
+                                                        make_services):
     script_runs(dag, None, earlier=False)
-    prepare(slack, database_url, models_file, fake.url)
-    services = make_services(slack, database_url, models_file, airflow_url=fake.url)
+    prepare(make_services, fake.url)
+    services = make_services(AIRFLOW_URL=fake.url)
     try:
         slack.error_next("files.getUploadURLExternal", "ratelimited")
         assert "0 failed" in watch_pass(services)

@@ -20,33 +20,14 @@ def pagerduty(monkeypatch):
 
 
 @pytest.fixture
-def make_services(slack, database_url, models_file, pagerduty):
-    """make_services(**settings) -> Services; PagerDuty is configured unless PAGERDUTY_ROUTING_KEY=None."""
-    from bot.config import load_settings
-    from bot.services import Services
-
-    made = []
+def make_services(make_services, pagerduty):
+    """The shared factory, with PagerDuty configured unless a test passes PAGERDUTY_ROUTING_KEY=None."""
 
     def make(**overrides):
-        values = dict(
-            SLACK_BOT_TOKEN="xoxb-test-token",
-            SLACK_SIGNING_SECRET="test-signing-secret",
-            SLACK_APP_TOKEN=None,
-            SLACK_API_URL=slack.api_url,
-            DATABASE_URL=database_url,
-            MODELS_FILE=str(models_file),
-            AIRFLOW_URL=None,
-            PAGERDUTY_ROUTING_KEY=ROUTING_KEY,
-            PAGERDUTY_EVENTS_URL=pagerduty.url,
-        )
-        values.update(overrides)
-        services = Services.from_settings(load_settings(**values), migrate=not made)
-        made.append(services)
-        return services
+        return make_services(**{"PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "PAGERDUTY_EVENTS_URL": pagerduty.url,
+                                **overrides})
 
-    yield make
-    for services in made:
-        services.store.dispose()
+    return make
 
 
 @pytest.fixture

@@ -36,29 +36,6 @@ def rollout_aws(aws, sagemaker_proxy, monkeypatch):
 
 
 @pytest.fixture
-def make_services(slack, database_url, models_file):
-    from bot.config import load_settings
-    from bot.services import Services
-
-    made = []
-
-    def make(**overrides):
-        values = dict(
-            SLACK_BOT_TOKEN="xoxb-test-token", SLACK_SIGNING_SECRET="test-signing-secret", SLACK_APP_TOKEN=None,
-            SLACK_API_URL=slack.api_url, DATABASE_URL=database_url, MODELS_FILE=str(models_file),
-            AIRFLOW_URL=None, PAGERDUTY_ROUTING_KEY=None,
-        )
-        values.update(overrides)
-        services = Services.from_settings(load_settings(**values), migrate=not made)
-        made.append(services)
-        return services
-
-    yield make
-    for services in made:
-        services.store.dispose()
-
-
-@pytest.fixture
 def services(make_services, rollout_aws):
     return make_services()
 

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from bot.runs import watch_pass
 from bot.store.runs import Candidate, RunRecord
-from tests.runs.conftest import make_services
 from tests.runs.fake_airflow import FakeAirflow, run_json, task_json, xcom_json
 
 DAG, RUN = "churn_lifecycle", "modelbot__20261127T050000Z_abc123"
@@ -52,10 +51,11 @@ def serve(fake: FakeAirflow, xcoms: dict) -> None:
             lambda seen, t=task_id, v=value: (200, xcom_json(DAG, RUN, t, v)))
 
 
-def test_contract_breaks_and_a_failing_rollout_start_are_told_once(fake, slack, database_url, models_file, rollout_raises):
+def test_contract_breaks_and_a_failing_rollout_start_are_told_once(fake, slack, database_url, models_file, rollout_raises,
+        make_services):
     # evaluate returned nothing (no XCom: Airflow answers 404); deploy returned what the contract asks.
     serve(fake, {"deploy": {"endpoint": "churn-prod", "stable_variant": "v41", "candidate_variant": "v42"}})
-    services = make_services(slack, database_url, models_file, airflow_url=fake.url)
+    services = make_services(AIRFLOW_URL=fake.url)
     try:
         for _ in range(3):  # later passes must add nothing
             assert "0 failed" in watch_pass(services)

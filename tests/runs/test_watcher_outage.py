@@ -9,7 +9,6 @@ import pytest
 from bot.runs import watch_pass
 from bot.store.base import as_utc, utcnow
 from bot.store.runs import WatcherState
-from tests.runs.conftest import make_services
 from tests.runs.fake_airflow import FakeAirflow, run_json
 
 DAG, RUN = "churn_lifecycle", "scheduled__2026-11-27T05:00:00+00:00"
@@ -43,9 +42,10 @@ def fake():
     server.stop()
 
 
-def test_an_outage_is_told_once_per_thread_and_the_watcher_backs_off(fake, slack, database_url, models_file):
+def test_an_outage_is_told_once_per_thread_and_the_watcher_backs_off(fake, slack, database_url, models_file,
+        make_services):
     serve_a_running_run(fake)
-    services = make_services(slack, database_url, models_file, airflow_url=fake.url, MODELBOT_JOB_INTERVAL_SECONDS=30)
+    services = make_services(AIRFLOW_URL=fake.url, MODELBOT_JOB_INTERVAL_SECONDS=30)
     try:
         assert watch_pass(services).startswith("1 runs checked")
         [parent] = slack.messages("C0CHURN")
