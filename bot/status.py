@@ -6,7 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot import sagemaker
+from bot import rollouts, runs, sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.services import Services
@@ -35,19 +35,6 @@ def _endpoint(model: Model) -> tuple[sagemaker.EndpointState | None, str | None]
         return None, str(exc)
 
 
-def last_run_line(services: Services, model: Model) -> str | None:
-    """The model's latest Airflow run, once the run watcher has seen one."""
-    from bot.runs import last_run_summary
-
-    return last_run_summary(services, model)
-
-
-def rollout_line(services: Services, model: Model) -> str | None:
-    from bot.rollouts import rollout_summary
-
-    return rollout_summary(services, model)
-
-
 def gather(services: Services, models: list[Model], *, detail: bool = False) -> list[ModelStatus]:
     """Endpoints are described in parallel: one slow region must not hold up the whole answer."""
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(models)))) as pool:
@@ -55,19 +42,16 @@ def gather(services: Services, models: list[Model], *, detail: bool = False) -> 
     result = []
     for model, (state, problem) in zip(models, endpoints):
         status = ModelStatus(model=model, endpoint=state, problem=problem)
-        for attr, fn in (("last_run", last_run_line), ("rollout", rollout_line)):
+        # The database may fail where SageMaker answered: show what is known, say what could not be read.
+        for attr, fn in (("last_run", runs.last_run_summary), ("rollout", rollouts.rollout_summary)):
             try:
                 setattr(status, attr, fn(services, model))
-            except ImportError:
-                pass  # that capability is not installed in this build
             except Exception:
                 log.exception("status: %s for %s failed", attr, model.name)
                 setattr(status, attr, "_could not be read (logged)_")
         if detail:
             try:
-                from bot.runs import run_history_lines
-
-                status.details.extend(run_history_lines(services, model))
+                status.details.extend(runs.run_history_lines(services, model))
             except Exception:
                 log.exception("status: run history for %s failed", model.name)
         result.append(status)
