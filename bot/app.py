@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-
 from slack_bolt import App, BoltResponse
 
 from bot.services import Services
@@ -23,8 +21,8 @@ def build_app(services: Services, *, token_verification: bool = True) -> App:
         token_verification_enabled=token_verification,
         # Ack first, work after: listeners run in this pool once ack() has answered Slack.
         process_before_response=False,
-        # Listeners only parse and ack; slow work goes to services.background (see handlers/commands/model.py).
-        listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="listener"),
+        # Listeners only parse and ack (slow work goes elsewhere, see handlers/commands/model.py), so Bolt's
+        # default pool is enough; more threads only lengthen the queue for the GIL.
         raise_error_for_unhandled_request=False,
         name="modelbot",
     )

@@ -519,6 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, body = self.emulator._upload(path[8:], raw)
         elif path.startswith("/response/") and self.command == "POST":
             status, headers, body = self.emulator._respond(path[10:], raw)
+        elif path == "/_emulator/responses" and self.command == "GET":
+            name = dict(parse_qsl(parts.query)).get("name", "")
+            status, headers, body = 200, {}, {"ok": True, "count": len(self.emulator.responses_for(name))}
         elif path == "/_emulator/response_url" and self.command == "POST":
             # For an emulator in another process (sandbox, benchmarks): issue a response_url over HTTP.
             name = dict(parse_qsl(parts.query)).get("name")

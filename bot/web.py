@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -93,6 +94,11 @@ def serve(app_factory, *, port: int, workers: int, threads: int) -> None:
         def load(self):
             # A request thread waiting to ack should get the GIL soon, not after 5 ms slices of post-ack work.
             sys.setswitchinterval(0.0005)
-            return app_factory()
+            app = app_factory()
+            # Everything built so far (pandas, matplotlib, boto3 models, the app) lives for the process: keep
+            # it out of the collector's scans, or each full collection stalls the acks behind it.
+            gc.collect()
+            gc.freeze()
+            return app
 
     _Gunicorn().run()

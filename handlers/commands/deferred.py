@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -15,10 +16,13 @@ from concurrent.futures.process import BrokenProcessPool
 log = logging.getLogger(__name__)
 
 _child_services = None
+CHILD_NICENESS = 10
 
 
 def _init_child() -> None:
     global _child_services
+    # Post-ack work yields the CPU to the web process, whose acks have Slack's 3 s deadline.
+    os.nice(CHILD_NICENESS)
     from bot.config import load_settings
     from bot.services import Services
 
