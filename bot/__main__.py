@@ -45,10 +45,8 @@ def main() -> int:
         return _fail([f"the database at DATABASE_URL could not be prepared: {type(exc).__name__}: {exc}"])
     services.store.dispose()  # the server's workers open their own connections
 
-    from charts.fonts import warm_font_cache
-
-    warm_font_cache()
-
+    # Charts are drawn in the command processes and the worker, which warm matplotlib at their start; the
+    # web process loads it only if a button click draws one (bot/chart_loading.py).
     def factory():
         from bot.app import build_app
         from bot.web import WebApp

@@ -33,8 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot import rollout_text as text
 from bot import sagemaker
-from bot.chart_posting import post_rendered
-from charts.rollout import rollout as rollout_chart  # at import: matplotlib's first import is not thread-safe
+from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
 from bot.registry import Model, RolloutSettings
 from bot.store import rollouts as store
@@ -701,7 +700,8 @@ def _post_chart(services, r: Rollout, intent: dict) -> None:
     if not claimed or not r.thread_channel:
         return
     try:
-
+        post_rendered = load_chart_module("bot.chart_posting").post_rendered
+        rollout_chart = load_chart_module("charts.rollout").rollout
         evidence, events = chart_frames(services, r.id)
         chart = rollout_chart(evidence, events, r.model, r.stable_variant, r.candidate_variant)
         post_rendered(services.slack, r.thread_channel, r.thread_ts, chart)
