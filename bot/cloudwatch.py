@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Hashable, Iterable
+from typing import Hashable, Iterable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -130,37 +130,45 @@ def _call(metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], star
     end_minute = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
     if end_minute <= start:
         end_minute = start + timedelta(minutes=1)
+    failure = (f"CloudWatch did not return SageMaker invocation metrics in {region} ({{detail}}); "
+               "the rollouts it was asked about were not judged this pass.")
+    for series in _metric_data(metric_queries, start, end_minute, region, failure, result):
+        where = ids.get(series.get("Id", ""))
+        if where is None:
+            continue
+        since = starts[where[0]]
+        total = sum(
+            value
+            for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
+            if ts.astimezone(timezone.utc) >= since
+        )
+        sums[where] = sums.get(where, 0.0) + total
+
+
+def _metric_data(queries: list[dict], start: datetime, end: datetime, region: str, failure: str,
+                 result: FetchResult | None = None) -> Iterator[dict]:
+    """Every MetricDataResults entry of one GetMetricData request, its NextToken pages followed.
+
+    `failure` is the message of the CloudWatchError raised when a page fails ({detail} is filled in).
+    """
     cw = aws.client("cloudwatch", region)
     token = None
     while True:
-        kwargs = {"MetricDataQueries": metric_queries, "StartTime": start, "EndTime": end_minute,
-                  "ScanBy": "TimestampAscending"}
+        kwargs = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
         if token:
             kwargs["NextToken"] = token
         try:
             response = cw.get_metric_data(**kwargs)
         except (ClientError, BotoCoreError) as exc:
             detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
-            raise CloudWatchError(
-                f"CloudWatch did not return SageMaker invocation metrics in {region} ({detail}); "
-                "the rollouts it was asked about were not judged this pass."
-            ) from None
+            raise CloudWatchError(failure.format(detail=detail)) from None
         finally:
-            result.calls += 1
-        for series in response.get("MetricDataResults", []):
-            where = ids.get(series.get("Id", ""))
-            if where is None:
-                continue
-            since = starts[where[0]]
-            total = sum(
-                value
-                for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
-                if ts.astimezone(timezone.utc) >= since
-            )
-            sums[where] = sums.get(where, 0.0) + total
+            if result is not None:
+                result.calls += 1
+        yield from response.get("MetricDataResults", [])
         token = response.get("NextToken")
         if not token:
-            break
+            return
 
 
 def _count(value: float | None) -> int:
@@ -185,27 +193,13 @@ def fetch_series(endpoint: str, variants: Iterable[str], region: str, *, start: 
     if len(ids) > MAX_QUERIES_PER_CALL:
         raise ValueError(f"{len(variants)} variants need more than one GetMetricData call")
     queries = [_metric_query(qid, endpoint, variant, metric, period) for qid, (variant, metric) in ids.items()]
-    cw = aws.client("cloudwatch", region)
     series: dict[tuple[str, str], dict[datetime, float]] = {item: {} for item in ids.values()}
-    token = None
-    while True:
-        kwargs = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
-        if token:
-            kwargs["NextToken"] = token
-        try:
-            response = cw.get_metric_data(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
-            raise CloudWatchError(
-                f"CloudWatch did not return the invocation metrics of endpoint {endpoint} in {region} ({detail})"
-            ) from None
-        for result in response.get("MetricDataResults", []):
-            item = ids.get(result.get("Id", ""))
-            if item is None:
-                continue
-            for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
-                at = ts.astimezone(timezone.utc)
-                series[item][at] = series[item].get(at, 0.0) + value
-        token = response.get("NextToken")
-        if not token:
-            return series
+    failure = f"CloudWatch did not return the invocation metrics of endpoint {endpoint} in {region} ({{detail}})"
+    for result in _metric_data(queries, start, end, region, failure):
+        item = ids.get(result.get("Id", ""))
+        if item is None:
+            continue
+        for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
+            at = ts.astimezone(timezone.utc)
+            series[item][at] = series[item].get(at, 0.0) + value
+    return series

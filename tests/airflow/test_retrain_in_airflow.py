@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 import time
 import types
 import urllib.parse
@@ -22,36 +21,17 @@ from sqlalchemy import select
 
 from bot.airflow import AirflowAdapter, AirflowAuthError
 from bot.config import Settings
-from bot.runs import watch_pass
 from bot.services import Services
 from bot.store.foundation import AuditEntry
 from bot.store.runs import Candidate, Evaluation, RunRecord
 from tests.airflow.conftest import SECURED_PASSWORD, SECURED_USER, TOKEN_SECONDS, create_endpoint
 from tests.harness import BOT_TOKEN, AppProcess, app_env, run_jobs_once, wait_until
+from tests.watcher_workers import two_workers_pass
 
 
 def settings_for(slack, database_url, models_file, airflow_url, **extra) -> Settings:
     return Settings(_env_file=None, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url, DATABASE_URL=database_url,
                     MODELS_FILE=str(models_file), AIRFLOW_URL=airflow_url, MODELBOT_JOB_INTERVAL_SECONDS=1, **extra)
-
-
-def two_workers_pass(settings: Settings) -> list[str]:
-    """One watcher pass by two workers at once, both freshly started (new engine, new Airflow client)."""
-    results: list[str] = []
-
-    def worker():
-        services = Services.from_settings(settings, migrate=False)
-        try:
-            results.append(watch_pass(services))
-        finally:
-            services.store.dispose()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return results
 
 
 def ephemeral_text(slack, rid: str, timeout: float = 20) -> str:

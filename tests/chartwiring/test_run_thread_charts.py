@@ -3,17 +3,16 @@ although two workers watch at once and every pass is a fresh start (a restart)."
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import numpy as np
 
 from bot.config import Settings
 from bot.runs import watch_pass
-from bot.services import Services
 from bot.store.base import utcnow
 from bot.store.runs import Evaluation
 from tests.chartwiring.conftest import put_object
+from tests import watcher_workers
 from tests.harness import BOT_TOKEN
 
 EARLIER = "manual__2026-11-26T05-00-00_a"  # failed at train
@@ -33,24 +32,9 @@ def diagnostics_csv() -> tuple[bytes, float]:
 
 
 def two_workers_pass(slack, database_url, models_file, airflow_url) -> list[str]:
-    """One watcher pass by two workers at once, each freshly started (own engine, own Airflow client)."""
-    settings = Settings(_env_file=None, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url,
-                        DATABASE_URL=database_url, MODELS_FILE=str(models_file), AIRFLOW_URL=airflow_url)
-    results: list[str] = []
-
-    def worker():
-        services = Services.from_settings(settings, migrate=False)
-        try:
-            results.append(watch_pass(services))
-        finally:
-            services.store.dispose()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
+    return watcher_workers.two_workers_pass(
+        Settings(_env_file=None, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=slack.api_url, DATABASE_URL=database_url,
+                 MODELS_FILE=str(models_file), AIRFLOW_URL=airflow_url), timeout=60)
 
 
 def prepare(make_services, airflow_url) -> None:
