@@ -69,6 +69,10 @@ def test_buttons_acknowledge_and_resolve_through_the_app(make_services, slack, p
         wait_until(lambda: "Acknowledged* by <@U0BOB>" in block_text(slack.messages("DU0BOB")[0]), timeout=10,
                    message="the DM updated too")
 
+        # PagerDuty hears of the acknowledge after Slack does. A resolve that came first would rightly skip it
+        # (the resolve closes the incident), so wait for it before resolving: this test checks all three events.
+        wait_until(lambda: len(pagerduty.events) == 2, timeout=10, message="PagerDuty acknowledge")
+
         # Bob resolves from his DM.
         dm = slack.messages("DU0BOB")[0]
         click(app, slack, user="U0BOB", message=dm, channel="DU0BOB", action_id="page_resolve")

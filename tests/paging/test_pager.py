@@ -292,3 +292,31 @@ def test_concurrent_pages_for_one_rollout_post_once(services, slack, pagerduty, 
     assert len(alerts(slack)) == 1
     assert len(slack.messages("DU0BOB")) == 1
     assert [e["event_action"] for e in pagerduty.events] == ["trigger"]
+
+
+def test_a_resolve_before_the_acknowledge_went_out_closes_the_incident_without_it(services, slack, pagerduty,
+                                                                                rollout_thread, monkeypatch):
+    from sqlalchemy import update
+
+    from bot.store.base import utcnow
+    from bot.store.pages import Page
+
+    page_churn(services, rollout_thread())
+    page = pager.page_for_rollout(services, 7)
+    # Another process is busy delivering this page: the clicks change its state and leave the sending to it.
+    with services.store.session() as s:
+        s.execute(update(Page).where(Page.id == page.id)
+                  .values(claim_holder="other", claim_until=utcnow() + timedelta(minutes=2)))
+    monkeypatch.setattr(pager, "CLICK_CLAIM_WAIT_SECONDS", 0.1)
+    assert pager.acknowledge(services, page.id, "U0BOB")
+    assert pager.resolve(services, page.id, "U0BOB", wait=0.1)
+    assert [e["event_action"] for e in pagerduty.events] == ["trigger"]
+    with services.store.session() as s:
+        s.execute(update(Page).where(Page.id == page.id).values(claim_holder=None, claim_until=None))
+
+    assert pager.deliver(services, page.id)
+    # Acknowledging an incident that is being resolved is moot: PagerDuty gets the resolve, once.
+    assert [(e["event_action"], e["dedup_key"]) for e in pagerduty.events] == [
+        ("trigger", "modelbot-rollout-7"), ("resolve", "modelbot-rollout-7")]
+    assert pager.deliver(services, page.id)
+    assert len(pagerduty.events) == 2
