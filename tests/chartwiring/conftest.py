@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 
-from tests.runs.fake_airflow import FakeAirflow, run_json, task_json, xcom_json
+from tests.runs.fake_airflow import FakeAirflow, fake, run_json, task_json, xcom_json  # noqa: F401 (fixture)
 
 DAG = "churn_lifecycle"
 CONF = {"model": "churn", "requested_by": "U0ALICE"}
@@ -58,13 +58,6 @@ class ScriptedDag:
         row = task_json(self.dag_id, run_id, task_id, state)
         row.update(start_date=start, end_date=end)
         self.tasks[run_id] = [t for t in self.tasks.get(run_id, []) if t["task_id"] != task_id] + [row]
-
-
-@pytest.fixture
-def fake():
-    server = FakeAirflow().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

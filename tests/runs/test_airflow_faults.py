@@ -16,17 +16,10 @@ from bot.airflow import (
     DagNotFound,
 )
 from tests.harness import free_port
-from tests.runs.fake_airflow import EMPTY_RUNS, FakeAirflow, run_json
+from tests.runs.fake_airflow import EMPTY_RUNS, run_json
 
 RUNS = "/api/v2/dags/~/dagRuns"
 TOKEN = "/auth/token"
-
-
-@pytest.fixture
-def fake():
-    server = FakeAirflow().start()
-    yield server
-    server.stop()
 
 
 def test_a_refused_connection_is_reported_at_once():

@@ -18,13 +18,6 @@ BASE = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(RUN, safe='')}"
 
 
 @pytest.fixture
-def fake():
-    server = FakeAirflow().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def rollout_raises(monkeypatch):
     def start_from_deploy(services, model_name, **kw):
         raise RuntimeError("SageMaker said no")

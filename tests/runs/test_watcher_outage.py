@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from bot.runs import watch_pass
 from bot.store.base import as_utc, utcnow
 from bot.store.runs import WatcherState
@@ -33,13 +31,6 @@ def next_attempt_in(services) -> float:
 def let_backoff_pass(services) -> None:
     with services.store.session() as s:
         s.get(WatcherState, "run_watcher").next_attempt_at = utcnow() - timedelta(seconds=1)
-
-
-@pytest.fixture
-def fake():
-    server = FakeAirflow().start()
-    yield server
-    server.stop()
 
 
 def test_an_outage_is_told_once_per_thread_and_the_watcher_backs_off(fake, slack, database_url, models_file,
