@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, or_, select, update
+from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -93,7 +93,3 @@ def release_lease(session: Session, name: str, holder: str) -> None:
     session.execute(
         update(JobLease).where(JobLease.name == name, JobLease.holder == holder).values(holder=None, expires_at=None)
     )
-
-
-def find_thread(session: Session, kind: str, key: str) -> Thread | None:
-    return session.scalars(select(Thread).where(Thread.kind == kind, Thread.key == key)).first()

@@ -97,9 +97,6 @@ class ProcessDeferral:
                 future = self._pool.submit(_run_in_child, payload)
         future.add_done_callback(_log_failure)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
 
 def _log_failure(future) -> None:
     exc = future.exception()
