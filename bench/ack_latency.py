@@ -111,7 +111,7 @@ def main() -> int:
     helpers = [
         start_process(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], tmp / "moto.log",
                       lambda: reachable(moto_url)),
-        start_process(["-m", "bot.slack_emulator", "--port", str(slack_port)], tmp / "slack.log",
+        start_process(["-m", "sandbox.slack_emulator", "--port", str(slack_port)], tmp / "slack.log",
                       lambda: reachable(slack_url)),
     ]
     slack = type("RemoteEmulator", (), {"api_url": slack_url + "/api/"})()

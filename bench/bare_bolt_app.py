@@ -6,7 +6,7 @@ import os
 
 from slack_bolt import App
 
-from bot.slack_client import make_web_client
+from bot.slack.client import make_web_client
 from bot.web import serve
 
 

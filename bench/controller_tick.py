@@ -54,7 +54,7 @@ def start_servers(tmp: Path) -> tuple[list[subprocess.Popen], str, str]:
     log = open(tmp / "servers.log", "wb")
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
                             stdout=log, stderr=subprocess.STDOUT)
-    slack = subprocess.Popen([sys.executable, "-m", "bot.slack_emulator", "--port", str(slack_port)], cwd=ROOT,
+    slack = subprocess.Popen([sys.executable, "-m", "sandbox.slack_emulator", "--port", str(slack_port)], cwd=ROOT,
                              stdout=log, stderr=subprocess.STDOUT)
     moto_url, slack_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{slack_port}"
     wait_for(moto_url + "/moto-api/reset", "moto")
@@ -73,7 +73,7 @@ def seed(services, n: int, now: datetime, rng: random.Random) -> None:
     """n progressing rollouts at 10%, each with its thread message and 10-40 minutes of inconclusive traffic."""
     import boto3
 
-    from bot.store.rollouts import Rollout
+    from bot.rollouts.tables import Rollout
 
     cw = boto3.client("cloudwatch", region_name="us-east-1")
     rows, data = [], []
@@ -112,7 +112,7 @@ def measured(totals: dict):
 
 
 def run_tick(services, now: datetime, max_queries_per_call: int) -> dict:
-    from bot import cloudwatch
+    from bot.integrations import cloudwatch
     from jobs import rollout_controller
 
     metrics = {"cpu": 0.0, "wall": 0.0}

@@ -6,7 +6,7 @@ margin 0.2 pp. Every method looks at every tick; a rollout counts as rolled back
 have rolled it back at any of the 400 ticks (the judgement's SHIFTs are ignored for that count, as if the
 step lasted all 400 ticks, which is the strictest view of its false-rollback rate).
 
-  (a) judgement   bot.judgement.judge_vector: the same code judge() runs
+  (a) judgement   bot.rollouts.judgement.judge_vector: the same code judge() runs
   (b) z-test      one-sided pooled two-proportion z-test on the cumulative counts, repeated every tick, at
                   the same alpha split between 5XX and 4XX as (a) and the same min_requests gate
   (c) alarm       a fixed-threshold alarm in the style of SageMaker deployment guardrails (a CloudWatch

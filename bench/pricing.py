@@ -23,12 +23,13 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from bot import price_list, pricing  # noqa: E402
-from bot.price_list import Fetched, PriceRecord  # noqa: E402
-from bot.pricing import Need  # noqa: E402
+from bot import pricing  # noqa: E402
+from bot.integrations import price_list
+from bot.integrations.price_list import Fetched, PriceRecord  # noqa: E402
+from bot.pricing.service import Need  # noqa: E402
 from bot.store import Store  # noqa: E402
 from tests.pricing import catalog  # noqa: E402
-from tests.pricing.fake_price_list import FakePriceList  # noqa: E402
+from sandbox.price_list import FakePriceList  # noqa: E402
 
 FAMILIES = ["t2", "t3", "m5", "m5d", "m6i", "m7i", "c5", "c6i", "c7i", "r5", "r6i", "r7i", "g4dn", "g5", "g6",
             "p3", "p4d", "inf1", "inf2", "trn1"]

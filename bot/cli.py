@@ -79,8 +79,8 @@ def _default_region(settings, registry) -> str:
 
 
 def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
-    from bot import pricing
-    from bot.price_list import PriceListError
+    from bot.pricing import service as pricing
+    from bot.integrations.price_list import PriceListError
     from jobs.price_refresh import registry_regions
 
     settings, store, registry = _services_light()
@@ -106,7 +106,7 @@ def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_prices_show(args, out: TextIO, err: TextIO) -> int:
-    from bot import pricing
+    from bot.pricing import service as pricing
 
     settings, store, registry = _services_light()
     region = args.region or _default_region(settings, registry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.registry import Model, Registry
-from bot.slack_text import mention
+from bot.slack.text import mention
 
 
 class NotAllowed(Exception):

@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings
 from bot.registry import Registry, load_registry
-from bot.slack_client import make_web_client
+from bot.slack.client import make_web_client
 from bot.store import Store
 
 
@@ -48,7 +48,7 @@ class Services:
         """The Airflow adapter, or None when AIRFLOW_URL is unset (features answer "not configured")."""
         if not self.settings.airflow_configured:
             return None
-        from bot.airflow import AirflowAdapter
+        from bot.integrations.airflow import AirflowAdapter
 
         return AirflowAdapter.from_settings(self.settings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot import pager
+from bot.paging import service as pager
 from bot.store.base import utcnow
 
 NAME = "page_escalation"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from bot import pricing
-from bot.price_list import PriceListError
+from bot.pricing import service as pricing
+from bot.integrations.price_list import PriceListError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot import cloudwatch, rollouts
-from bot.store import rollouts as store
+from bot.integrations import cloudwatch
+from bot.rollouts import service as rollouts
+from bot.rollouts import tables as store
 from bot.store.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def _bake(services, r, now: datetime, stats: TickStats) -> None:
 
 
 def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_call: int) -> None:
-    from bot.judgement import Counts, judge
+    from bot.rollouts.judgement import Counts, judge
 
     by_region: dict[str, list] = {}
     for r in rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.runs import watch_pass
+from bot.runs.service import watch_pass
 
 NAME = "run_watcher"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.scripted_airflow import FakeAirflow
 from tests.harness import free_port
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -29,7 +30,7 @@ def aws(moto_url, monkeypatch):
     """boto3 in this process pointed at moto (fresh state per test), with clients rebuilt."""
     import requests
 
-    from bot import aws as bot_aws
+    from bot.integrations import aws as bot_aws
     from tests.harness import aws_env
 
     for k, v in aws_env(moto_url).items():
@@ -42,7 +43,7 @@ def aws(moto_url, monkeypatch):
 
 @pytest.fixture(scope="session")
 def slack_server():
-    from bot.slack_emulator import SlackEmulator
+    from sandbox.slack_emulator import SlackEmulator
 
     emulator = SlackEmulator()
     emulator.start()
@@ -183,3 +184,11 @@ def make_services(slack, database_url, models_file):
     yield make
     for services in made:
         services.store.dispose()
+
+
+@pytest.fixture
+def fake():
+    """A scripted Airflow on a real socket, for one test."""
+    server = FakeAirflow().start()
+    yield server
+    server.stop()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from bot.judgement import (
+from bot.rollouts.judgement import (
     ALPHA_SHARE_4XX,
     ALPHA_SHARE_5XX,
     ROLLBACK,

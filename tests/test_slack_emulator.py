@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, Se
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.webhook import WebhookClient
 
-from bot.slack_emulator import SlackEmulator
+from sandbox.slack_emulator import SlackEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,7 +230,7 @@ def test_concurrent_posts_all_land_with_distinct_timestamps(slack, client):
 
 
 def test_timestamps_stay_unique_when_the_clock_stands_still(monkeypatch):
-    import bot.slack_emulator as module
+    import sandbox.slack_emulator as module
 
     monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: 1700000000.0))
     with SlackEmulator() as fresh:
@@ -257,7 +257,7 @@ def test_reset_forgets_traffic_but_keeps_configured_users(slack, client):
 
 
 def test_command_line_entry_serves_in_the_foreground():
-    process = subprocess.Popen([sys.executable, "-m", "bot.slack_emulator", "--port", "0"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "sandbox.slack_emulator", "--port", "0"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = process.stdout.readline()

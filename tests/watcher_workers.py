@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from bot.config import Settings
-from bot.runs import watch_pass
+from bot.runs.service import watch_pass
 from bot.services import Services
 
 

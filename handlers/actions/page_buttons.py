@@ -6,10 +6,11 @@ import logging
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, pager
+from bot import audit
+from bot.paging import service as pager
 from bot.rights import NotAllowed
-from bot.slack_text import mention
-from bot.store.pages import RESOLVED
+from bot.slack.text import mention
+from bot.paging.tables import RESOLVED
 
 log = logging.getLogger(__name__)
 

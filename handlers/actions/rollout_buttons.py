@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import logging
 
-from bot import audit, rollouts
-from bot import rollout_text as text
+from bot import audit
+from bot.rollouts import service as rollouts
+from bot.rollouts import messages as text
 from bot.errors import ExternalError
 from bot.rights import NotAllowed, require_change
-from bot.store import rollouts as store
+from bot.rollouts import tables as store
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bot.slack_text import escape
+from bot.slack.text import escape
 from handlers.commands.spec import Invocation, Subcommand
 
 

@@ -8,11 +8,11 @@ import importlib
 import logging
 
 from bot import audit, metrics
-from bot.command_line import CommandLine, UsageError, parse, split
+from bot.slack.command_line import CommandLine, UsageError, parse, split
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.rights import NotAllowed, may_change, require_change
-from bot.slack_text import code, escape
+from bot.slack.text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot import audit, rollouts
+from bot import audit
+from bot.rollouts import service as rollouts
 from handlers.commands.spec import Invocation, Subcommand
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import math
 
-from bot import pricing
-from bot.command_line import UsageError
-from bot.pricing import Need, Offer, Quote, money
-from bot.slack_text import code, escape
+from bot.pricing import service as pricing
+from bot.slack.command_line import UsageError
+from bot.pricing.service import Need, Offer, Quote, money
+from bot.slack.text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def current_instance(model, region: str):
     """(instance_type, instance_count, note): what the model's endpoint runs on now, for the comparison."""
     if not model.endpoint:
         return None, None, None
-    from bot.sagemaker import SageMakerError, describe_endpoint
+    from bot.integrations.sagemaker import SageMakerError, describe_endpoint
 
     try:
         state = describe_endpoint(model.endpoint, model.region)

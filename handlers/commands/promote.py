@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bot import audit, rollouts
-from bot import rollout_text as text
-from bot.slack_text import escape
-from bot.store import rollouts as store
+from bot import audit
+from bot.rollouts import service as rollouts
+from bot.rollouts import messages as text
+from bot.slack.text import escape
+from bot.rollouts import tables as store
 from handlers.commands.spec import Invocation, Subcommand
 
 

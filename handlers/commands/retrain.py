@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from bot import audit, runs
-from bot.command_line import UsageError, parse_key_values
+from bot import audit
+from bot.runs import service as runs
+from bot.slack.command_line import UsageError, parse_key_values
 from bot.errors import ExternalError
-from bot.slack_text import code, escape
+from bot.slack.text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
 
 RESERVED = ("model", "requested_by")  # modelbot sets these in the conf itself

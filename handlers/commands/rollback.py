@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from bot import audit, rollouts
-from bot import rollout_text as text
-from bot.slack_text import escape
+from bot import audit
+from bot.rollouts import service as rollouts
+from bot.rollouts import messages as text
+from bot.slack.text import escape
 from handlers.commands.spec import Invocation, Subcommand
 
 

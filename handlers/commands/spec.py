@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bot.command_line import CommandLine
+from bot.slack.command_line import CommandLine
 from bot.registry import Model
 from bot.services import Services
 

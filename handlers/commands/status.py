@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from bot import status
+from bot.status import service as status
 from bot.chart_loading import load as load_chart_module
 from handlers.commands.spec import Invocation, Subcommand
 
@@ -38,7 +38,7 @@ def _in_thread(inv: Invocation, model_status: status.ModelStatus, text: str, blo
     inv.reply(text=text, blocks=blocks)
     if outcome is None or not outcome.charts:
         return
-    status_charts = load_chart_module("bot.status_charts")
+    status_charts = load_chart_module("bot.status.charts")
 
     told = len(outcome.problems)
     try:
@@ -54,7 +54,7 @@ def _in_thread(inv: Invocation, model_status: status.ModelStatus, text: str, blo
 def _charts(inv: Invocation, model_status: status.ModelStatus, *, post: bool):
     """The status charts (bot/status_charts.py); whatever goes wrong there, the status reply stands."""
     try:
-        status_charts = load_chart_module("bot.status_charts")
+        status_charts = load_chart_module("bot.status.charts")
 
         here = (inv.channel_id, inv.thread_ts) if inv.thread_ts else None
         outcome = status_charts.prepare(inv.services, inv.model, model_status.endpoint, model_status.problem,

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import select
 
 from bot import audit
-from bot.command_line import UsageError
+from bot.slack.command_line import UsageError
 from bot.rights import NotAllowed, require_change
 from bot.store.foundation import Thread
 from handlers.commands.model import resolve, run_after_ack, usage_text

@@ -19,11 +19,11 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bot.airflow import AirflowAdapter, AirflowAuthError
+from bot.integrations.airflow import AirflowAdapter, AirflowAuthError
 from bot.config import Settings
 from bot.services import Services
 from bot.store.foundation import AuditEntry
-from bot.store.runs import Candidate, Evaluation, RunRecord
+from bot.runs.tables import Candidate, Evaluation, RunRecord
 from tests.airflow.conftest import SECURED_PASSWORD, SECURED_USER, TOKEN_SECONDS, create_endpoint
 from tests.harness import BOT_TOKEN, AppProcess, app_env, run_jobs_once, wait_until
 from tests.watcher_workers import two_workers_pass
@@ -54,17 +54,17 @@ def event_keys(messages: list[dict]) -> list[str]:
 
 @pytest.fixture
 def rollout_starts(monkeypatch):
-    """Stands in for bot.rollouts.start_from_deploy and records what it was handed."""
+    """Stands in for bot.rollouts.service.start_from_deploy and records what it was handed."""
     calls: list[dict] = []
 
     def start_from_deploy(services, model_name, **kw):
         calls.append({"model": model_name, **kw})
 
     try:
-        import bot.rollouts as rollouts
+        import bot.rollouts.service as rollouts
     except ImportError:
-        rollouts = types.ModuleType("bot.rollouts")
-        monkeypatch.setitem(sys.modules, "bot.rollouts", rollouts)
+        rollouts = types.ModuleType("bot.rollouts.service")
+        monkeypatch.setitem(sys.modules, "bot.rollouts.service", rollouts)
     monkeypatch.setattr(rollouts, "start_from_deploy", start_from_deploy, raising=False)
     return calls
 

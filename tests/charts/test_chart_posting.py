@@ -7,7 +7,7 @@ import boto3
 import pytest
 from slack_sdk import WebClient
 
-from bot.chart_posting import (
+from bot.slack.charts import (
     ALT_TEXT_LIMIT,
     ChartPostError,
     DiagnosticsReadError,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import boto3
 import pytest
 
-from tests.runs.fake_airflow import FakeAirflow, fake, run_json, task_json, xcom_json  # noqa: F401 (fixture)
+from sandbox.scripted_airflow import FakeAirflow, run_json, task_json, xcom_json  # noqa: F401
 
 DAG = "churn_lifecycle"
 CONF = {"model": "churn", "requested_by": "U0ALICE"}

@@ -8,9 +8,9 @@ from datetime import timedelta
 import numpy as np
 
 from bot.config import Settings
-from bot.runs import watch_pass
+from bot.runs.service import watch_pass
 from bot.store.base import utcnow
-from bot.store.runs import Evaluation
+from bot.runs.tables import Evaluation
 from tests.chartwiring.conftest import put_object
 from tests import watcher_workers
 from tests.harness import BOT_TOKEN

@@ -11,8 +11,8 @@ import pytest
 
 from bot.store import Store
 from bot.store.foundation import Thread
-from bot.store.rollouts import Rollout, RolloutEvent
-from bot.store.runs import RunRecord
+from bot.rollouts.tables import Rollout, RolloutEvent
+from bot.runs.tables import RunRecord
 from tests.endpoints import create_endpoint
 from tests.harness import AppProcess, app_env, wait_until
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.endpoints import create_endpoint
 from tests.harness import ROOT, AppProcess, app_env, wait_until
-from tests.pricing import catalog
-from tests.pricing.fake_price_list import FakePriceList
+from sandbox import price_catalog as catalog
+from sandbox.price_list import FakePriceList
 
 pytestmark = pytest.mark.e2e
 

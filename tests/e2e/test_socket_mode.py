@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.harness import AppProcess, app_env, wait_until
-from tests.socket_mode_peer import SocketModePeer
+from sandbox.socket_mode_peer import SocketModePeer
 
 pytestmark = pytest.mark.e2e
 

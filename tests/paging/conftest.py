@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.paging.fake_pagerduty import FakePagerDuty
+from sandbox.pagerduty import FakePagerDuty
 
 ROUTING_KEY = "R0UTINGKEY0123456789abcdef012345"
 
 
 @pytest.fixture
 def pagerduty(monkeypatch):
-    from bot import pagerduty as client
+    from bot.integrations import pagerduty as client
 
     monkeypatch.setattr(client, "BACKOFF_SECONDS", 0.05)  # real backoff shape, test-sized waits
     fake = FakePagerDuty().start()

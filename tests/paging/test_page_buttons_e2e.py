@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bot import pager
+from bot.paging import service as pager
 from tests.harness import AppProcess, app_env, wait_until
 from tests.paging.conftest import ROUTING_KEY
 from tests.paging.test_pager import alerts, block_text, buttons

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot import pager
+from bot.paging import service as pager
 from bot.store.base import as_utc
 from jobs import page_escalation
 
@@ -231,7 +231,7 @@ def test_only_oncall_owners_and_admins_may_acknowledge(services, slack, rollout_
 
 
 def test_pagerduty_client_names_pagerduty_and_what_was_not_done(pagerduty):
-    from bot.pagerduty import PagerDuty, PagerDutyError
+    from bot.integrations.pagerduty import PagerDuty, PagerDutyError
 
     bad_key = PagerDuty(routing_key="short", events_url=pagerduty.url, backoff=0.01)
     with pytest.raises(PagerDutyError) as exc:
@@ -258,7 +258,7 @@ def test_a_page_written_but_never_sent_is_delivered_by_the_job(services, slack, 
     from sqlalchemy import update
 
     from bot.store.base import utcnow
-    from bot.store.pages import Page
+    from bot.paging.tables import Page
 
     thread_ts = rollout_thread()
     page_id = pager.open_page(services, kind=pager.KIND_ROLLBACK, dedup_key=DEDUP, model_name="churn", rollout_id=7,
@@ -299,7 +299,7 @@ def test_a_resolve_before_the_acknowledge_went_out_closes_the_incident_without_i
     from sqlalchemy import update
 
     from bot.store.base import utcnow
-    from bot.store.pages import Page
+    from bot.paging.tables import Page
 
     page_churn(services, rollout_thread())
     page = pager.page_for_rollout(services, 7)

@@ -12,8 +12,8 @@ import uuid
 import pytest
 from sqlalchemy import delete
 
-from tests.pricing import catalog
-from tests.pricing.fake_price_list import FakePriceList
+from sandbox import price_catalog as catalog
+from sandbox.price_list import FakePriceList
 
 REGIONS = ("us-east-1", "eu-west-1")
 
@@ -117,7 +117,7 @@ def _migrated_url(request, tmp_path_factory):
 
 def _fresh_store(url: str):
     from bot.store import Store
-    from bot.store.pricing import InstancePrice, PriceRefresh
+    from bot.pricing.tables import InstancePrice, PriceRefresh
 
     store = Store(url)
     with store.session() as s:

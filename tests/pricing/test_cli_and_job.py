@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from bot import cli, pricing
+from bot import cli
+from bot.pricing import service as pricing
 from bot.store.base import utcnow
-from bot.store.pricing import InstancePrice, PriceRefresh
+from bot.pricing.tables import InstancePrice, PriceRefresh
 from charts.pricing import price_vs_memory
 from jobs import price_refresh
-from tests.pricing import catalog
+from sandbox import price_catalog as catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 

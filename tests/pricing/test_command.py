@@ -10,15 +10,15 @@ import pytest
 from moto import mock_aws
 from slack_sdk.errors import SlackApiError
 
-from bot import aws as bot_aws
-from bot.command_line import parse
-from bot.price_list import Fetched, PriceRecord
-from bot import pricing
+from bot.integrations import aws as bot_aws
+from bot.slack.command_line import parse
+from bot.integrations.price_list import Fetched, PriceRecord
+from bot.pricing import service as pricing
 from bot.store.base import utcnow
 from handlers.commands.model import run_after_ack
 from handlers.commands.pricing import SUBCOMMANDS
 from handlers.commands.spec import Invocation
-from tests.pricing import catalog
+from sandbox import price_catalog as catalog
 
 SPEC = SUBCOMMANDS[0]
 
@@ -204,7 +204,7 @@ def test_chart_upload_failure_still_replies_with_prices(services):
     ("pricing 2 8 --zone a", "unknown option `--zone`"),
 ])
 def test_the_router_checks_arity_and_options_before_anything_runs(services, text, problem):
-    from bot.command_line import UsageError
+    from bot.slack.command_line import UsageError
     from handlers.commands.model import resolve
 
     with pytest.raises(UsageError, match=problem):

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot import price_list, pricing
-from bot.price_list import PriceListError, UnknownRegion
-from bot.store.pricing import InstancePrice, PriceRefresh
-from tests.pricing import catalog
-from tests.pricing.fake_price_list import bulk_offer_file
+from bot.integrations import price_list
+from bot.pricing import service as pricing
+from bot.integrations.price_list import PriceListError, UnknownRegion
+from bot.pricing.tables import InstancePrice, PriceRefresh
+from sandbox import price_catalog as catalog
+from sandbox.price_list import bulk_offer_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

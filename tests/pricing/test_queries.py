@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from bot import pricing
-from bot.price_list import Fetched, PriceRecord
-from bot.pricing import Need
+from bot.pricing import service as pricing
+from bot.integrations.price_list import Fetched, PriceRecord
+from bot.pricing.service import Need
 from bot.store.base import utcnow
-from tests.pricing import catalog
+from sandbox import price_catalog as catalog
 
 
 def load(store, region="us-east-1", fetched_at=None, source="bulk"):

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from tests.endpoints import create_endpoint
-from tests.rollout.sagemaker_proxy import SageMakerProxy
+from sandbox.update_endpoint_proxy import SageMakerProxy
 
 REGION = "us-east-1"
 
@@ -26,7 +26,7 @@ def sagemaker_proxy(moto_url):
 @pytest.fixture
 def rollout_aws(aws, sagemaker_proxy, monkeypatch):
     """moto reset; SageMaker through the UpdateEndpoint fake, CloudWatch straight to moto."""
-    from bot import aws as bot_aws
+    from bot.integrations import aws as bot_aws
 
     sagemaker_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
@@ -107,7 +107,7 @@ def run_ticks(services, traffic: Traffic | None, start: datetime, ticks: int, ev
 
 
 def thread_of(slack, services, rollout_id: int) -> list[dict]:
-    from bot import rollouts
+    from bot.rollouts import service as rollouts
 
     r = rollouts.load(services, rollout_id)
     return slack.thread(r.thread_channel, r.thread_ts)

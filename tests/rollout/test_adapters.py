@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from bot import aws, cloudwatch, sagemaker
+from bot.integrations import aws
+from bot.integrations import cloudwatch
+from bot.integrations import sagemaker
 from tests.rollout.conftest import REGION, put_traffic, weights
 
 

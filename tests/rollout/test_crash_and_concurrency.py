@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select, update
 
-from bot import rollouts
+from bot.rollouts import service as rollouts
 from bot.store.foundation import JobLease
-from bot.store.rollouts import RolloutEvent
+from bot.rollouts.tables import RolloutEvent
 from jobs import rollout_controller
 from tests.harness import app_env, run_jobs_once
 from tests.rollout.conftest import Traffic, put_traffic, weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot import rollouts
+from bot.rollouts import service as rollouts
 from jobs import rollout_controller
 from tests.rollout.conftest import Traffic, put_traffic, run_ticks, texts, weights
 

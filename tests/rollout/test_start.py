@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot import rollouts
+from bot.rollouts import service as rollouts
 from handlers.events.mention import thread_model
 from tests.endpoints import create_endpoint
 from tests.rollout.conftest import weights

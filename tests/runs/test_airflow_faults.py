@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from bot.airflow import (
+from bot.integrations.airflow import (
     AirflowAdapter,
     AirflowAuthError,
     AirflowConflict,
@@ -16,7 +16,7 @@ from bot.airflow import (
     DagNotFound,
 )
 from tests.harness import free_port
-from tests.runs.fake_airflow import EMPTY_RUNS, run_json
+from sandbox.scripted_airflow import EMPTY_RUNS, run_json
 
 RUNS = "/api/v2/dags/~/dagRuns"
 TOKEN = "/auth/token"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.registry import load_registry
-from bot.runs import evaluation_text, fmt_duration, parse_deploy, parse_evaluation
+from bot.runs.service import evaluation_text, fmt_duration, parse_deploy, parse_evaluation
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.runs import METADATA_TYPE, post_once
+from bot.runs.service import METADATA_TYPE, post_once
 from bot.store.base import utcnow
-from bot.store.runs import RunEvent
+from bot.runs.tables import RunEvent
 
 DAG, RUN = "churn_lifecycle", "modelbot__20261127T050000Z_abc123"
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from bot.store import Store
 from bot.store.foundation import AuditEntry, Thread
-from bot.store.runs import RunEvent, RunRecord
+from bot.runs.tables import RunEvent, RunRecord
 from tests.harness import AppProcess, app_env, free_port
 
 

@@ -9,9 +9,9 @@ import urllib.parse
 import pytest
 from sqlalchemy import select
 
-from bot.runs import watch_pass
-from bot.store.runs import Candidate, RunRecord
-from tests.runs.fake_airflow import FakeAirflow, run_json, task_json, xcom_json
+from bot.runs.service import watch_pass
+from bot.runs.tables import Candidate, RunRecord
+from sandbox.scripted_airflow import FakeAirflow, run_json, task_json, xcom_json
 
 DAG, RUN = "churn_lifecycle", "modelbot__20261127T050000Z_abc123"
 BASE = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(RUN, safe='')}"
@@ -23,10 +23,10 @@ def rollout_raises(monkeypatch):
         raise RuntimeError("SageMaker said no")
 
     try:
-        import bot.rollouts as rollouts
+        import bot.rollouts.service as rollouts
     except ImportError:
-        rollouts = types.ModuleType("bot.rollouts")
-        monkeypatch.setitem(sys.modules, "bot.rollouts", rollouts)
+        rollouts = types.ModuleType("bot.rollouts.service")
+        monkeypatch.setitem(sys.modules, "bot.rollouts.service", rollouts)
     monkeypatch.setattr(rollouts, "start_from_deploy", start_from_deploy, raising=False)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.runs import watch_pass
+from bot.runs.service import watch_pass
 from bot.store.base import as_utc, utcnow
-from bot.store.runs import WatcherState
-from tests.runs.fake_airflow import FakeAirflow, run_json
+from bot.runs.tables import WatcherState
+from sandbox.scripted_airflow import FakeAirflow, run_json
 
 DAG, RUN = "churn_lifecycle", "scheduled__2026-11-27T05:00:00+00:00"
 

@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.command_line import UsageError, parse, parse_key_values
-from bot.slack_text import escape
+from bot.slack.command_line import UsageError, parse, parse_key_values
+from bot.slack.text import escape
 
 
 def test_flags_options_and_positionals():

@@ -1,6 +1,6 @@
 import time
 
-from bot.slack_client import make_web_client
+from bot.slack.client import make_web_client
 
 
 def test_429_is_retried_after_retry_after(slack):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot import aws
+from bot.integrations import aws
 from bot.errors import ExternalError
 
 

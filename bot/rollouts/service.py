@@ -31,15 +31,15 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot import rollout_text as text
-from bot import sagemaker
+from bot.rollouts import messages as text
+from bot.integrations import sagemaker
 from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
 from bot.registry import Model, RolloutSettings
-from bot.store import rollouts as store
+from bot.rollouts import tables as store
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
-from bot.store.rollouts import Rollout, RolloutEvent, RolloutMessage
+from bot.rollouts.tables import Rollout, RolloutEvent, RolloutMessage
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def _restore(r: Rollout, config: str | None) -> dict[str, str]:
 
 
 def _page(services, r: Rollout, page: dict) -> None:
-    from bot import pager
+    from bot.paging import service as pager
 
     pager.page_rollback(
         services, model_name=r.model, rollout_id=r.id, reason=page["reason"], channel=r.thread_channel,
@@ -502,7 +502,7 @@ def _page(services, r: Rollout, page: dict) -> None:
 
 def _resolve_earlier_pages(services, r: Rollout) -> None:
     """A later version of the model made it to production: the pages of its earlier rollbacks are over."""
-    from bot import pager
+    from bot.paging import service as pager
 
     with services.store.session() as s:
         earlier = list(s.scalars(select(Rollout.id).where(
@@ -700,7 +700,7 @@ def _post_chart(services, r: Rollout, intent: dict) -> None:
     if not claimed or not r.thread_channel:
         return
     try:
-        post_rendered = load_chart_module("bot.chart_posting").post_rendered
+        post_rendered = load_chart_module("bot.slack.charts").post_rendered
         rollout_chart = load_chart_module("charts.rollout").rollout
         evidence, events = chart_frames(services, r.id)
         chart = rollout_chart(evidence, events, r.model, r.stable_variant, r.candidate_variant)
@@ -1096,7 +1096,7 @@ def rollback(services, model: Model, *, user_id: str, reason: str | None = None,
         if model.endpoint:
             try:
                 state = sagemaker.describe_endpoint(model.endpoint, model.region)
-                from bot.status import split_line
+                from bot.status.service import split_line
 
                 state_note = f" The endpoint serves {split_line(state)}."
             except ExternalError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from bot.slack_text import code
+from bot.slack.text import code
 
 
 class UsageError(Exception):

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.registry import Model, RolloutSettings
-from bot.slack_text import escape, mention
+from bot.slack.text import escape, mention
 
 CONTINUE_ACTION = "rollout_continue"
 PAUSED_ROLLBACK_ACTION = "rollout_paused_rollback"

@@ -545,7 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bot.slack_emulator",
+    parser = argparse.ArgumentParser(prog="python -m sandbox.slack_emulator",
                                      description="Serve a local Slack Web API emulator in the foreground.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
-import pytest
 
 
 @dataclass
@@ -112,11 +111,3 @@ def xcom_json(dag_id: str, run_id: str, task_id: str, value) -> dict:
         "run_after": "2026-11-27T05:00:00Z", "run_id": run_id, "task_display_name": task_id, "task_id": task_id,
         "timestamp": "2026-11-27T05:01:00Z", "value": value,
     }
-
-
-@pytest.fixture
-def fake():
-    """A scripted Airflow on a real socket, for one test."""
-    server = FakeAirflow().start()
-    yield server
-    server.stop()

@@ -15,13 +15,13 @@ from datetime import datetime
 
 from slack_sdk.errors import SlackApiError
 
-from bot.airflow import AirflowAdapter, AirflowError, TaskInfo
-from bot.chart_posting import ChartPostError, DiagnosticsReadError, post_rendered, read_diagnostics_csv
+from bot.integrations.airflow import AirflowAdapter, AirflowError, TaskInfo
+from bot.slack.charts import ChartPostError, DiagnosticsReadError, post_rendered, read_diagnostics_csv
 from bot.registry import Model
-from bot.runs import claim_event, claimed_events, finish_event, post_once, release_event
-from bot.slack_text import escape
+from bot.runs.service import claim_event, claimed_events, finish_event, post_once, release_event
+from bot.slack.text import escape
 from bot.store.base import as_utc, utcnow
-from bot.store.runs import Evaluation, RunRecord, evaluation_for_run, evaluations, recent_runs
+from bot.runs.tables import Evaluation, RunRecord, evaluation_for_run, evaluations, recent_runs
 # At import, not per chart: two workers' first charts in one process would otherwise import matplotlib in two
 # threads at once, and its circular imports then hand one of them a half-initialised module. Importing this
 # module is serialised by Python's import lock, so the charts are loaded once, whole.

@@ -24,12 +24,12 @@ from sqlalchemy import or_, select, update
 
 from bot import audit
 from bot.errors import ExternalError
-from bot.pagerduty import PagerDuty, PagerDutyError
+from bot.integrations.pagerduty import PagerDuty, PagerDutyError
 from bot.rights import NotAllowed
-from bot.slack_text import escape, mention
+from bot.slack.text import escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
-from bot.store.pages import ACKNOWLEDGED, OPEN, RESOLVED, Page
+from bot.paging.tables import ACKNOWLEDGED, OPEN, RESOLVED, Page
 
 log = logging.getLogger(__name__)
 

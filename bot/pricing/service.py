@@ -16,12 +16,12 @@ from typing import Iterable
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from bot import price_list
+from bot.integrations import price_list
 from bot.errors import ExternalError
-from bot.price_list import Fetched, PriceListError, Progress
+from bot.integrations.price_list import Fetched, PriceListError, Progress
 from bot.store import Store
 from bot.store.base import as_utc, utcnow
-from bot.store.pricing import InstancePrice, PriceRefresh
+from bot.pricing.tables import InstancePrice, PriceRefresh
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import delete, or_, select, update
 
-from bot.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
+from bot.integrations.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
 from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
 from bot.registry import Model
-from bot.slack_text import code, escape, mention
+from bot.slack.text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
-from bot.store.runs import (
+from bot.runs.tables import (
     Candidate,
     Evaluation,
     RunEvent,
@@ -520,7 +520,7 @@ def _after_evaluation(services, model: Model, evaluation_row: Evaluation, channe
     A failing chart must never stop the watcher: the numbers are already in the thread.
     """
     try:
-        run_charts = load_chart_module("bot.run_charts")
+        run_charts = load_chart_module("bot.runs.charts")
 
         run_charts.post_evaluation_charts(services, model, evaluation_row, channel, thread_ts)
     except Exception:
@@ -530,7 +530,7 @@ def _after_evaluation(services, model: Model, evaluation_row: Evaluation, channe
 def _evaluation_charts_owed(services, row: RunRecord, model: Model) -> None:
     """A later pass: charts a crash (or a Slack refusal) left unposted after the evaluation reply."""
     try:
-        run_charts = load_chart_module("bot.run_charts")
+        run_charts = load_chart_module("bot.runs.charts")
 
         if not run_charts.evaluation_charts_owed(services, row.dag_id, row.run_id):
             return
@@ -546,7 +546,7 @@ def _evaluation_charts_owed(services, row: RunRecord, model: Model) -> None:
 def _after_run_ended(services, airflow: AirflowAdapter, row: RunRecord, model: Model, tasks: list[TaskInfo]) -> None:
     """The run-history chart, once, after the run's end is told. A failing chart never stops the watcher."""
     try:
-        run_charts = load_chart_module("bot.run_charts")
+        run_charts = load_chart_module("bot.runs.charts")
 
         run_charts.post_run_history_chart(services, airflow, model, row, tasks)
     except Exception:
@@ -638,7 +638,7 @@ def _start_rollout(services, row: RunRecord, model: Model, cand: Candidate) -> b
     """Hands the candidate to the rollout capability; it reports in this thread, idempotently per run."""
     error = None
     try:
-        from bot.rollouts import start_from_deploy
+        from bot.rollouts.service import start_from_deploy
     except ImportError as exc:
         error = f"the rollout capability is not available in this modelbot ({exc})"
     else:

@@ -16,7 +16,7 @@ from typing import Hashable, Iterable, Iterator
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot import aws
+from bot.integrations import aws
 from bot.errors import ExternalError
 
 NAMESPACE = "AWS/SageMaker"

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bot import aws
+from bot.integrations import aws
 from bot.errors import ExternalError
 
 SERVICE_CODE = "AmazonSageMaker"

@@ -10,7 +10,7 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot import aws
+from bot.integrations import aws
 
 if TYPE_CHECKING:  # reading a CSV should not pay for importing matplotlib
     from charts.style import RenderedChart

@@ -17,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.pricing import catalog
+from sandbox import price_catalog as catalog
 
 TARGET_PREFIX = "AWSPriceListService."
 SERVICE = "AmazonSageMaker"

@@ -16,13 +16,13 @@ from datetime import datetime, timedelta, timezone
 
 from slack_sdk.errors import SlackApiError
 
-from bot import cloudwatch
-from bot.chart_posting import ChartPostError, post_rendered
+from bot.integrations import cloudwatch
+from bot.slack.charts import ChartPostError, post_rendered
 from bot.registry import Model
-from bot.sagemaker import EndpointState
-from bot.slack_text import escape
+from bot.integrations.sagemaker import EndpointState
+from bot.slack.text import escape
 from bot.store.base import as_utc, utcnow
-from bot.store.runs import recent_runs
+from bot.runs.tables import recent_runs
 # At import, not per chart: see bot/run_charts.py (matplotlib imported by two threads at once breaks).
 from charts.rollout import rollout as draw_rollout
 from charts.status import status as status_chart
@@ -102,8 +102,8 @@ def traffic_chart(model: Model, state: EndpointState, now: datetime):
 
 def rollout_chart(services, model: Model, now: datetime):
     """The evidence chart of the rollout in progress or ended within RECENT_ROLLOUT; None when there is none."""
-    from bot import rollouts
-    from bot.store import rollouts as rollout_store
+    from bot.rollouts import service as rollouts
+    from bot.rollouts import tables as rollout_store
 
     with services.store.session() as s:
         r = rollout_store.active_for(s, model.name) or rollout_store.latest_for(s, model.name)
@@ -121,7 +121,7 @@ def rollout_chart(services, model: Model, now: datetime):
 # ---------------------------------------------------------------- where they go
 
 def _thread_in_progress(services, model: Model) -> tuple[str, str, str] | None:
-    from bot.store import rollouts as rollout_store
+    from bot.rollouts import tables as rollout_store
 
     with services.store.session() as s:
         r = rollout_store.active_for(s, model.name)

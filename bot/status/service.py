@@ -6,7 +6,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot import rollouts, runs, sagemaker
+from bot.rollouts import service as rollouts
+from bot.runs import service as runs
+from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.services import Services
