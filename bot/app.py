@@ -7,6 +7,7 @@ from slack_bolt import App, BoltResponse
 
 from bot.services import Services
 from bot.store.foundation import claim_delivery
+from handlers import register as register_handlers
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,5 @@ def build_app(services: Services, *, token_verification: bool = True) -> App:
     def on_error(error, body, logger):
         logger.exception("listener failed: %s", error)
 
-    from handlers import register
-
-    register(app)
+    register_handlers(app)
     return app

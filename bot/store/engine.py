@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import normalise_database_url
+from bot.store.migrate import upgrade
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -64,8 +65,6 @@ class Store:
             conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
-        from bot.store.migrate import upgrade
-
         upgrade(self.url)
 
     def dispose(self) -> None:

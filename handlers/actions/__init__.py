@@ -1,10 +1,10 @@
 """Button and modal listeners. Each module here has register(app); rights are checked again on every click."""
 
-import importlib
+from handlers.actions import page_buttons, rollout_buttons
 
-MODULES: list[str] = ["page_buttons", "rollout_buttons"]
+MODULES = (page_buttons, rollout_buttons)
 
 
 def register(app) -> None:
-    for name in MODULES:
-        importlib.import_module(f"handlers.actions.{name}").register(app)
+    for module in MODULES:
+        module.register(app)

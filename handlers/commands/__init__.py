@@ -1,4 +1,5 @@
-def register(app) -> None:
-    from handlers.commands.model import handle_model_command
+from handlers.commands.model import handle_model_command
 
+
+def register(app) -> None:
     app.command("/model")(handle_model_command)

@@ -7,6 +7,7 @@ import math
 
 from bot.pricing import service as pricing
 from bot.slack.command_line import UsageError
+from bot.integrations.sagemaker import SageMakerError, describe_endpoint
 from bot.pricing.service import Need, Offer, Quote, money
 from bot.slack.text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
@@ -62,8 +63,6 @@ def current_instance(model, region: str):
     """(instance_type, instance_count, note): what the model's endpoint runs on now, for the comparison."""
     if not model.endpoint:
         return None, None, None
-    from bot.integrations.sagemaker import SageMakerError, describe_endpoint
-
     try:
         state = describe_endpoint(model.endpoint, model.region)
     except SageMakerError as exc:

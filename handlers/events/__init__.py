@@ -1,4 +1,5 @@
-def register(app) -> None:
-    from handlers.events import mention
+from handlers.events import mention
 
+
+def register(app) -> None:
     mention.register(app)
