@@ -1,6 +1,6 @@
 """The rollout judgement against three other ways to decide, on simulated rollouts judged every tick.
 
-Base setting (DESIGN.md's calibration): stable 0.5% 5XX and 0.2% 4XX, the candidate at 10% of 1,000
+Base setting (the project's calibration figures (README, "The judgement")): stable 0.5% 5XX and 0.2% 4XX, the candidate at 10% of 1,000
 requests a tick (each request routed at random), 400 ticks in one step, alpha 0.01, min_requests 500,
 margin 0.2 pp. Every method looks at every tick; a rollout counts as rolled back if the method would
 have rolled it back at any of the 400 ticks (the judgement's SHIFTs are ignored for that count, as if the

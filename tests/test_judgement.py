@@ -258,7 +258,7 @@ def test_a_2x_regression_is_caught_in_the_calibration_setting():
     caught = (v.action == ROLLBACK).any(axis=1)
     assert caught.mean() >= 0.99
     first = (v.action == ROLLBACK).argmax(axis=1)
-    # DESIGN.md's calibration: Wald's SPRT knowing both rates needs a median ~22,000 requests (22 ticks).
+    # the project's calibration figures (README, "The judgement"): Wald's SPRT knowing both rates needs a median ~22,000 requests (22 ticks).
     assert np.median(first + 1) <= 1.5 * 22
     assert not (v.action[~caught] == SHIFT).any()
 
