@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.integrations import aws
@@ -239,3 +242,75 @@ def ensure_single_variant_config(source_config: str, variant: str, new_name: str
     except BotoCoreError as exc:
         raise SageMakerError(_failure(exc, f"create endpoint config `{new_name}` in {region}") + ".") from None
     return new_name
+
+
+# ---------------------------------------------------------------- reads for the endpoint snapshot
+
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
+
+
+class Throttled(SageMakerError):
+    """SageMaker answered with a throttling error: the caller slows down and tries again."""
+
+
+@functools.lru_cache(maxsize=16)
+def _single_attempt_client(region: str):
+    """No botocore retries: the snapshot paces its own calls and backs off on throttling for all its threads
+    at once, instead of each thread retrying on its own and keeping the rate high."""
+    return boto3.session.Session().client("sagemaker", region_name=region, config=aws.client_config(max_attempts=1))
+
+
+def read_endpoint(endpoint: str, region: str, *, known_config: str | None = None,
+                  known_types: dict[str, str] | None = None,
+                  call: Callable[[Callable[[], Any]], Any] = lambda once: once()) -> tuple[EndpointState, int]:
+    """DescribeEndpoint, plus DescribeEndpointConfig only when the endpoint's config is not `known_config`
+    (endpoint configs cannot be changed, so their instance types are read once). Returns the state and the
+    number of calls made. `call(once)` runs each request (the snapshot's pacing and back-off); a throttled
+    request raises Throttled."""
+    sm = _single_attempt_client(region)
+    calls = 0
+
+    def request(operation: str, **kwargs) -> dict:
+        def once() -> dict:
+            nonlocal calls
+            calls += 1
+            try:
+                return getattr(sm, operation)(**kwargs)
+            except ClientError as exc:
+                if _error_code(exc) in THROTTLING_CODES:
+                    raise Throttled(f"SageMaker throttled {operation} of `{endpoint}` in {region}.") from None
+                raise
+
+        return call(once)
+
+    try:
+        desc = request("describe_endpoint", EndpointName=endpoint)
+    except ClientError as exc:
+        if _is_not_found(exc):
+            raise EndpointNotFound(f"SageMaker endpoint `{endpoint}` was not found in {region}.") from None
+        raise SageMakerError(_failure(exc, f"describe endpoint `{endpoint}` in {region}") + ".") from None
+    except BotoCoreError as exc:
+        raise SageMakerError(_failure(exc, f"describe endpoint `{endpoint}` in {region}") + ".") from None
+    config_name = desc.get("EndpointConfigName", "")
+    types = dict(known_types or {}) if config_name and config_name == known_config else None
+    if types is None:
+        types = {}
+        try:
+            cfg = request("describe_endpoint_config", EndpointConfigName=config_name) if config_name else {}
+            types = {pv["VariantName"]: pv["InstanceType"] for pv in cfg.get("ProductionVariants", [])
+                     if pv.get("InstanceType")}
+        except (ClientError, BotoCoreError):
+            pass  # instance types are a detail; the split and the status are what matter
+    variants = tuple(
+        Variant(
+            name=pv["VariantName"],
+            current_weight=float(pv.get("CurrentWeight", 0.0)),
+            desired_weight=float(pv["DesiredWeight"]) if "DesiredWeight" in pv else None,
+            instance_type=types.get(pv["VariantName"]),
+            instance_count=pv.get("CurrentInstanceCount"),
+        )
+        for pv in desc.get("ProductionVariants", [])
+    )
+    state = EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"), config_name=config_name,
+                          variants=variants)
+    return state, calls

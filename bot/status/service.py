@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bot.rollouts import service as rollouts
+from bot.status.board import age_text, cut
 from bot.runs import service as runs
 from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.services import Services
+from bot.status.tables import EndpointSnapshot
+from bot.store.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +110,58 @@ def render(statuses: list[ModelStatus], *, detail: bool = False) -> tuple[str, l
     if len(blocks) > 50:  # Block Kit's limit; the text fallback still has everything
         blocks = blocks[:49] + [{"type": "context", "elements": [{"type": "mrkdwn", "text": "…more in the text version"}]}]
     return "\n".join(text_lines), blocks
+
+
+# ---------------------------------------------------------------- one model, from the endpoint snapshot
+
+def state_from_snapshot(row) -> sagemaker.EndpointState | None:
+    if row is None or not row.endpoint or row.ok_at is None:
+        return None
+    variants = tuple(
+        sagemaker.Variant(name=v["name"], current_weight=float(v.get("weight") or 0.0),
+                          desired_weight=v.get("desired_weight"), instance_type=v.get("instance_type"),
+                          instance_count=v.get("instance_count"))
+        for v in row.variants or []
+    )
+    return sagemaker.EndpointState(name=row.endpoint, status=row.status or "Unknown",
+                                   config_name=row.config_name or "", variants=variants)
+
+
+def from_snapshot(services: Services, model: Model) -> ModelStatus:
+    """The model as the snapshot has it (no AWS call), with its rollout, last run and run history."""
+    with services.store.session() as s:
+        row = s.get(EndpointSnapshot, model.name)
+    state = state_from_snapshot(row)
+    problem = None
+    if not model.endpoint:
+        problem = "no endpoint registered"
+    elif row is None:
+        problem = f"endpoint `{model.endpoint}` not read yet"
+    elif row.error and state is None:
+        problem = row.error
+    status = ModelStatus(model=model, endpoint=state, problem=problem)
+    if row is not None and model.endpoint:
+        status.details.append(read_line(row))
+    for attr, fn in (("last_run", runs.last_run_summary), ("rollout", rollouts.rollout_summary)):
+        try:
+            setattr(status, attr, fn(services, model))
+        except Exception:
+            log.exception("status: %s for %s failed", attr, model.name)
+            setattr(status, attr, "_could not be read (logged)_")
+    try:
+        status.details.extend(runs.run_history_lines(services, model))
+    except Exception:
+        log.exception("status: run history for %s failed", model.name)
+    return status
+
+
+def read_line(row) -> str:
+    now = utcnow()
+    who = "read live" if row.source == "live" else "read by the worker"
+    if row.ok_at is None:
+        line = f"_Never read successfully; last try {age_text((now - row.when('read_at')).total_seconds())} ago._"
+    else:
+        line = f"_Endpoint {who} {age_text(max(0.0, (now - row.when('ok_at')).total_seconds()))} ago._"
+    if row.error and row.ok_at is not None:
+        line += f"\n:warning: The last read failed: {cut(row.error, 300)}"
+    return line
