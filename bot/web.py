@@ -59,7 +59,7 @@ class WebApp:
                 recording_start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
                 return [body]
             if path == "/metrics" and method == "GET":
-                body = generate_latest(metrics.REGISTRY)
+                body = metrics.exposition(self.services.store)
                 recording_start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
                 return [body]
             return self._plain(recording_start_response, "404 Not Found", "not found\n")

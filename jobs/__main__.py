@@ -1,7 +1,13 @@
-"""`python -m jobs`: the worker loop; `python -m jobs --once`: one pass of every job, then exit.
+"""`python -m jobs`: the worker; `python -m jobs --once`: one pass of every job, then exit.
 
-Two workers may run at once (a deploy overlap, a cron `--once` beside the loop): each job takes a lease in
-the database first, so the same job never runs twice at the same moment.
+Every job runs in its own thread, on its own clock: the rollout controller every MODELBOT_ROLLOUT_TICK_SECONDS
+(default: MODELBOT_JOB_INTERVAL_SECONDS), the others every MODELBOT_JOB_INTERVAL_SECONDS. A trickling price
+download, a paging retry or Slack's Retry-After sleep holds only its own job's thread.
+
+Two workers may run at once (a deploy overlap, a cron `--once` beside the loop): each job takes its own lease
+in the database first, so the same job never runs twice at the same moment. A lease lasts
+MODELBOT_JOB_LEASE_SECONDS (default 30) and is renewed while its pass runs, so a worker killed mid-pass hands
+its jobs over within that time, however long a healthy pass takes.
 """
 
 from __future__ import annotations
@@ -15,38 +21,169 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+
+from sqlalchemy import update
 
 from bot import metrics
 from bot.config import ConfigError, load_settings
 from bot.registry import RegistryError
-from bot.store.foundation import acquire_lease, release_lease
-from jobs import MODULES
+from bot.store.base import utcnow
+from bot.store.foundation import JobLease, acquire_lease, release_lease
+from jobs import CONTROLLER, DEFAULT_MAX_PASS_SECONDS, MAX_PASS_SECONDS, MODULES
 
 log = logging.getLogger("modelbot.jobs")
 
+TICK_ENV = "MODELBOT_ROLLOUT_TICK_SECONDS"
+LEASE_ENV = "MODELBOT_JOB_LEASE_SECONDS"
+METRICS_PORT_ENV = "MODELBOT_WORKER_METRICS_PORT"
+DEFAULT_LEASE_SECONDS = 30.0
 
-def run_pass(services, holder: str, lease_seconds: float) -> dict[str, str]:
-    results: dict[str, str] = {}
+
+def _positive_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be more than 0 seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    module: ModuleType
+    interval: float
+    max_pass: float
+
+
+def load_jobs(interval: float, tick: float) -> list[Job]:
+    jobs = []
     for module_name in MODULES:
-        job = importlib.import_module(f"jobs.{module_name}")
-        with services.store.session() as s:
-            got = acquire_lease(s, job.NAME, holder, timedelta(seconds=lease_seconds))
-        if not got:
-            results[job.NAME] = "skipped: another worker is running it"
-            metrics.JOB_RUNS.labels(job.NAME, "skipped").inc()
-            continue
+        module = importlib.import_module(f"jobs.{module_name}")
+        jobs.append(Job(name=module.NAME, module=module, interval=tick if module_name == CONTROLLER else interval,
+                        max_pass=MAX_PASS_SECONDS.get(module_name, DEFAULT_MAX_PASS_SECONDS)))
+    return jobs
+
+
+class Leases:
+    """The leases this worker holds. One keeper thread renews each while its pass runs (up to the job's
+    max_pass), so the lease's time to live bounds how long a dead worker blocks a job, not how long a pass
+    may take."""
+
+    def __init__(self, store, holder: str, ttl: float):
+        self.store, self.holder, self.ttl = store, holder, ttl
+        self._held: dict[str, float] = {}  # job -> monotonic time after which it is no longer renewed
+        self._lock = threading.Lock()
+
+    def acquire(self, job: Job) -> bool:
+        with self.store.session() as s:
+            got = acquire_lease(s, job.name, self.holder, timedelta(seconds=self.ttl))
+        if got:
+            with self._lock:
+                self._held[job.name] = time.monotonic() + job.max_pass
+        return got
+
+    def release(self, job: Job) -> None:
+        with self._lock:
+            self._held.pop(job.name, None)
+        with self.store.session() as s:
+            release_lease(s, job.name, self.holder)
+
+    def renew(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            names = [name for name, until in self._held.items() if now < until]
+        for name in names:
+            try:
+                with self.store.session() as s:
+                    # Only a lease still ours: never re-take one that was just released.
+                    s.execute(update(JobLease).where(JobLease.name == name, JobLease.holder == self.holder)
+                              .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
+            except Exception:  # the next renewal tries again; the lease is only lost if all of them fail
+                log.exception("renewing the lease of job %s failed", name)
+
+    def keep(self, stop: threading.Event) -> None:
+        while not stop.wait(self.ttl / 3):
+            self.renew()
+
+
+def run_job(services, leases: Leases, job: Job) -> str:
+    """One pass of one job under its lease; returns its one-line summary (never raises)."""
+    try:
+        got = leases.acquire(job)
+    except Exception as exc:
+        log.exception("job %s: its lease could not be taken", job.name)
+        metrics.JOB_RUNS.labels(job.name, "failed").inc()
+        return f"failed: the lease could not be taken ({type(exc).__name__}: {exc})"
+    if not got:
+        metrics.JOB_RUNS.labels(job.name, "skipped").inc()
+        return "skipped: another worker is running it"
+    started = time.monotonic()
+    try:
         try:
-            results[job.NAME] = job.run_once(services) or "ok"
-            metrics.JOB_RUNS.labels(job.NAME, "ok").inc()
-        except Exception as exc:  # one failing job must not stop the others
-            log.exception("job %s failed", job.NAME)
-            results[job.NAME] = f"failed: {type(exc).__name__}: {exc}"
-            metrics.JOB_RUNS.labels(job.NAME, "failed").inc()
-        finally:
             with services.store.session() as s:
-                release_lease(s, job.NAME, holder)
-    return results
+                metrics.record_job_started(s, job.name, leases.holder)
+            summary = job.module.run_once(services) or "ok"
+            with services.store.session() as s:
+                metrics.record_job_completed(s, job.name, leases.holder)
+            metrics.JOB_RUNS.labels(job.name, "ok").inc()
+            return summary
+        except Exception as exc:  # one failing job must not stop the others
+            log.exception("job %s failed", job.name)
+            metrics.JOB_RUNS.labels(job.name, "failed").inc()
+            return f"failed: {type(exc).__name__}: {exc}"
+        finally:
+            metrics.JOB_SECONDS.labels(job.name).observe(time.monotonic() - started)
+    finally:
+        try:
+            leases.release(job)
+        except Exception:  # it lapses by itself within the lease's time to live
+            log.exception("job %s: releasing its lease failed", job.name)
+
+
+def run_pass(services, leases: Leases, jobs: list[Job]) -> dict[str, str]:
+    return {job.name: run_job(services, leases, job) for job in jobs}
+
+
+def job_loop(services, leases: Leases, job: Job, stop: threading.Event) -> None:
+    log.info("job %s runs every %ss", job.name, job.interval)
+    while not stop.is_set():
+        started = time.monotonic()
+        summary = run_job(services, leases, job)
+        took = time.monotonic() - started
+        log.info("%s: %s (%.2fs)", job.name, summary, took)
+        stop.wait(max(0.0, job.interval - took))
+
+
+def serve_metrics(port: int, store) -> ThreadingHTTPServer:
+    """This worker's own counters and histograms (and the shared job times) on GET /metrics."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = metrics.exposition(store)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # scrapes are not worth a log line each
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server
 
 
 def _warm_charts() -> None:
@@ -62,9 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs", description="modelbot's background jobs")
     parser.add_argument("--once", action="store_true", help="run one pass of every job, then exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s")
     try:
         settings = load_settings()
+        interval = settings.MODELBOT_JOB_INTERVAL_SECONDS
+        tick = _positive_env(TICK_ENV, interval)
+        lease_ttl = _positive_env(LEASE_ENV, DEFAULT_LEASE_SECONDS)
+        metrics_port = os.environ.get(METRICS_PORT_ENV, "").strip()
+        if metrics_port and not metrics_port.isdigit():
+            raise ConfigError(f"{METRICS_PORT_ENV}={metrics_port!r} is not a port number")
         from bot.services import Services
 
         services = Services.from_settings(settings, migrate=True)
@@ -72,26 +215,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelbot worker cannot start:\n  {exc}", file=sys.stderr)
         return 2
     holder = f"{socket.gethostname()}:{os.getpid()}"
-    interval = settings.MODELBOT_JOB_INTERVAL_SECONDS
-    lease = max(60.0, 5 * interval)
+    jobs = load_jobs(interval, tick)
+    leases = Leases(services.store, holder, lease_ttl)
+    stop = threading.Event()
+    keeper = threading.Thread(target=leases.keep, args=(stop,), name="lease-keeper", daemon=True)
+    keeper.start()
     if args.once:
-        results = run_pass(services, holder, lease)
+        try:
+            results = run_pass(services, leases, jobs)
+        finally:
+            stop.set()
         for name, summary in results.items():
             print(f"{name}: {summary}")
         return 1 if any(v.startswith("failed") for v in results.values()) else 0
 
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if metrics_port:
+        serve_metrics(int(metrics_port), services.store)
     # Before the first pass, so the first chart of a run or rollout is not also the one that loads the fonts.
     # Not for --once: a single pass pays the same cost whether it warms first or draws first.
     _warm_charts()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("worker %s running %d jobs every %ss", holder, len(MODULES), interval)
-    while not stop.is_set():
-        started = time.monotonic()
-        for name, summary in run_pass(services, holder, lease).items():
-            log.info("%s: %s", name, summary)
-        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+    threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
+               for job in jobs]
+    for t in threads:
+        t.start()
+    log.info("worker %s running %d jobs, each on its own thread; rollout tick %ss, others every %ss, "
+             "leases of %ss", holder, len(jobs), tick, interval, lease_ttl)
+    stop.wait()
+    # A pass in progress finishes on its own (every step is safe to cut short, and leases lapse); give the
+    # threads a moment so a clean stop usually releases them.
+    deadline = time.monotonic() + 10
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
     return 0
 
 

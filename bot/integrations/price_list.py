@@ -32,8 +32,12 @@ PRICING_API_REGION = "us-east-1"
 DEFAULT_BULK_URL = "https://pricing.us-east-1.amazonaws.com"
 REGION_INDEX_PATH = f"/offers/v1.0/aws/{SERVICE_CODE}/current/region_index.json"
 HTTP_TIMEOUT_SECONDS = 30
-# The whole bulk download must finish in this time, however steadily bytes trickle in.
-BULK_DEADLINE_SECONDS = 15 * 60
+# The whole bulk download (region index and offer file) must finish in this time, however steadily bytes
+# trickle in: a server sending one byte every few seconds never trips a read timeout. Ten minutes is several
+# times what the largest region's file takes on an ordinary link; MODELBOT_PRICE_BULK_DEADLINE_SECONDS
+# overrides it.
+BULK_DEADLINE_ENV = "MODELBOT_PRICE_BULK_DEADLINE_SECONDS"
+BULK_DEADLINE_SECONDS = 10 * 60
 CHUNK = 256 * 1024
 
 # progress(done, total): records (API, total unknown: None) or bytes (bulk file, total from Content-Length).
@@ -323,10 +327,45 @@ def bulk_base_url() -> str:
     return (os.environ.get("MODELBOT_PRICE_BULK_URL") or DEFAULT_BULK_URL).rstrip("/")
 
 
-def _open(url: str, what: str, region: str):
+def bulk_deadline_seconds() -> float:
+    raw = os.environ.get(BULK_DEADLINE_ENV, "").strip()
+    try:
+        value = float(raw) if raw else BULK_DEADLINE_SECONDS
+    except ValueError:
+        value = BULK_DEADLINE_SECONDS
+    return value if value > 0 else BULK_DEADLINE_SECONDS
+
+
+class _Deadline:
+    """One wall-clock budget for every request of a bulk download."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def timeout(self) -> float:
+        """A socket timeout that also ends a blocked read at the deadline (never 0: that means non-blocking)."""
+        return max(0.05, min(HTTP_TIMEOUT_SECONDS, self.left()))
+
+    def check(self, url: str) -> None:
+        if self.left() <= 0:
+            raise TimeoutError(f"download of {url} did not finish within its {self.seconds:g} s deadline")
+
+
+def _socket_of(resp):
+    # http.client keeps the socket behind its buffered reader; a file:// or stand-in response has none.
+    return getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+
+
+def _open(url: str, what: str, region: str, deadline: _Deadline | None = None):
     request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "modelbot"})
     try:
-        return urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS)
+        if deadline is not None:
+            deadline.check(url)
+        return urllib.request.urlopen(request, timeout=deadline.timeout() if deadline else HTTP_TIMEOUT_SECONDS)
     except urllib.error.HTTPError as exc:
         raise PriceListError(
             f"The AWS bulk price list answered HTTP {exc.code} for the {what} ({url}); "
@@ -340,13 +379,21 @@ def _open(url: str, what: str, region: str):
         ) from None
 
 
-def region_file_url(region: str, base_url: str | None = None) -> str:
+def region_file_url(region: str, base_url: str | None = None, deadline: _Deadline | None = None) -> str:
     base = (base_url or bulk_base_url()).rstrip("/")
     index_url = base + REGION_INDEX_PATH
-    with _open(index_url, "region index", region) as resp:
+    with _open(index_url, "region index", region, deadline) as resp:
         try:
-            index = json.load(resp)
+            if deadline is None:
+                index = json.load(resp)
+            else:
+                index = json.loads(_CountingReader(resp, None, None, deadline, index_url).read_all())
             regions = index["regions"]
+        except (TimeoutError, OSError) as exc:
+            raise PriceListError(
+                f"The AWS bulk price list's region index ({index_url}) could not be read ({exc}); "
+                f"prices for {region} were not refreshed."
+            ) from None
         except (ValueError, KeyError, TypeError):
             raise PriceListError(
                 f"The AWS bulk price list's region index ({index_url}) is not in the expected shape; "
@@ -360,20 +407,39 @@ def region_file_url(region: str, base_url: str | None = None) -> str:
 
 
 class _CountingReader:
-    """A file-like over the HTTP response that reports bytes read and enforces the overall deadline."""
+    """A file-like over the HTTP response that reports bytes read and enforces the overall deadline.
 
-    def __init__(self, resp: BinaryIO, total: int | None, progress: Progress | None, deadline: float, url: str):
+    Each read returns whatever one socket read brings (read1), with the socket's timeout cut to the time left:
+    a plain read(256 KiB) would wait inside http.client for all 256 KiB, one trickled byte at a time, and
+    never come back to look at the deadline."""
+
+    def __init__(self, resp: BinaryIO, total: int | None, progress: Progress | None, deadline: _Deadline,
+                 url: str):
         self._resp, self._total, self._progress, self._deadline, self._url = resp, total, progress, deadline, url
+        self._sock = _socket_of(resp)
         self.done = 0
 
     def read(self, size: int = -1) -> bytes:
-        if time.monotonic() > self._deadline:
-            raise TimeoutError(f"download of {self._url} took longer than {BULK_DEADLINE_SECONDS} s")
-        data = self._resp.read(CHUNK if size is None or size < 0 else size)
+        self._deadline.check(self._url)
+        if self._sock is not None:
+            self._sock.settimeout(self._deadline.timeout())
+        want = CHUNK if size is None or size < 0 else size
+        read1 = getattr(self._resp, "read1", None)
+        try:
+            data = read1(want) if read1 is not None else self._resp.read(want)
+        except TimeoutError:
+            self._deadline.check(self._url)  # the deadline, not the read timeout, is what ran out
+            raise
         self.done += len(data)
         if self._progress:
             self._progress(self.done, self._total)
         return data
+
+    def read_all(self) -> bytes:
+        parts = []
+        while chunk := self.read():
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 def iter_offer_file(stream, want: Callable[[str, str], bool] = lambda kind, sku: True) -> Iterator[tuple[str, str, Any]]:
@@ -449,13 +515,16 @@ def parse_offer_file(stream, region: str) -> Fetched:
     return collector.fetched
 
 
-def fetch_from_bulk(region: str, *, base_url: str | None = None, progress: Progress | None = None) -> Fetched:
-    """The region's offer file, found through the region index and parsed as a stream."""
-    url = region_file_url(region, base_url)
-    with _open(url, "region offer file", region) as resp:
+def fetch_from_bulk(region: str, *, base_url: str | None = None, progress: Progress | None = None,
+                    deadline_seconds: float | None = None) -> Fetched:
+    """The region's offer file, found through the region index and parsed as a stream, all of it within one
+    wall-clock deadline (bulk_deadline_seconds() unless given)."""
+    deadline = _Deadline(deadline_seconds or bulk_deadline_seconds())
+    url = region_file_url(region, base_url, deadline)
+    with _open(url, "region offer file", region, deadline) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        reader = _CountingReader(resp, total, progress, time.monotonic() + BULK_DEADLINE_SECONDS, url)
+        reader = _CountingReader(resp, total, progress, deadline, url)
         try:
             return parse_offer_file(reader, region)
         except (TimeoutError, OSError) as exc:
