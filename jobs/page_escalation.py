@@ -1,12 +1,14 @@
 """Page escalation: completes every delivery a page still owes, and escalates pages nobody acknowledged.
 
-An open page older than MODELBOT_PAGE_ESCALATION_MINUTES is escalated exactly once: the claim is a
+Owed deliveries are taken by next attempt time (a failing page backs off); a page refused for good at one
+place moves on to the next (bot/paging/service.py). An open page older than MODELBOT_PAGE_ESCALATION_MINUTES is escalated exactly once: the claim is a
 conditional UPDATE of escalated_at, so two workers (or two passes) cannot both win it; the escalation post
 (the on-call again, plus the admins, in the page's thread) is then a delivery like any other.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from bot.paging import service as pager
@@ -15,11 +17,20 @@ from bot.store.base import utcnow
 NAME = "page_escalation"
 
 
+# One pass stops taking pages after this long, so the pass ends; the rest are due on the next pass.
+PASS_BUDGET_SECONDS = 60.0
+
+
 def run_once(services, now: datetime | None = None) -> str:
     now = now or utcnow()
     escalated = pager.claim_escalations(services, now)
     settled, failing = 0, []
-    for page_id in pager.owed_pages(services):
+    started = time.monotonic()
+    # Due pages, earliest next attempt first: a page that failed backs off behind the others, so a few
+    # pages that keep failing never hold back a new one.
+    for page_id in pager.owed_pages(services, now=now):
+        if time.monotonic() - started > PASS_BUDGET_SECONDS:
+            break
         if pager.deliver(services, page_id):
             settled += 1
             continue

@@ -7,6 +7,12 @@ keeps two processes from delivering the same page at the same time.
 
 The one window left: a crash after Slack accepted a post and before the database recorded it. After the
 claim expires (CLAIM_SECONDS) that post is sent again; everything else is exactly once.
+
+A page always reaches someone: when Slack refuses the alert for good (archived channel, bot removed, ...), the
+alert moves on to the next place: the rollout's thread (broadcast, mentioning the on-call), then the model's
+channel, then a DM to the admins. A refused place is not tried again. Transient failures (429, 5xx, timeouts)
+back off, doubling up to BACKOFF_CAP_SECONDS; owed deliveries are taken in next_attempt_at order, so a page
+that keeps failing never holds back another.
 """
 
 from __future__ import annotations
@@ -20,16 +26,27 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from bot import audit
 from bot.errors import ExternalError
 from bot.integrations.pagerduty import PagerDuty, PagerDutyError
 from bot.rights import NotAllowed
-from bot.slack.text import escape, mention
+from bot.paging.tables import (
+    ACKNOWLEDGED,
+    ADMINS_DM,
+    ALERT_CHANNEL,
+    ALERT_PLACES,
+    MODEL_CHANNEL,
+    OPEN,
+    RESOLVED,
+    ROLLOUT_THREAD,
+    Page,
+)
+from bot.slack.client import CONTENT, PERMANENT, TRANSIENT, classify, error_code
+from bot.slack.text import cut, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
-from bot.paging.tables import ACKNOWLEDGED, OPEN, RESOLVED, Page
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +59,30 @@ CLAIM_SECONDS = 120
 CLICK_CLAIM_WAIT_SECONDS = 5.0
 # Slack answers that mean the message to update is gone for good: retrying would never succeed.
 _GONE = {"message_not_found", "cant_update_message", "channel_not_found", "is_archived", "msg_too_long"}
+# A page that still owes something is tried again after BACKOFF_SECONDS, doubled per failed pass, at most this.
+BACKOFF_SECONDS = 15.0
+BACKOFF_CAP_SECONDS = 300.0
+# /healthz says degraded while a page has owed a delivery for longer than this.
+OWED_TOO_LONG = timedelta(minutes=5)
+# A user-typed reason is kept whole in the database and PagerDuty; in Slack it is cut to this.
+REASON_CHARS = 2500
+
+PLACE_NAMES = {ALERT_CHANNEL: "the alert channel", ROLLOUT_THREAD: "the rollout's thread",
+               MODEL_CHANNEL: "the model's channel", ADMINS_DM: "a DM to the admins"}
 
 
 class DeliveryFailed(ExternalError):
     """One delivery of a page was not accepted; it stays owed and is retried."""
+
+    def __init__(self, message: str, *, kind: str = TRANSIENT, slack_error: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.slack_error = slack_error
+
+
+def backoff_seconds(attempts: int) -> float:
+    """How long a page that failed `attempts` passes in a row waits before the next one."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2 ** max(0, min(attempts, 20) - 1))
 
 
 def rollout_dedup_key(rollout_id: int) -> str:
@@ -140,6 +177,9 @@ def open_page(
         "dm_version": 0,
         "settled_version": 0,
         "attempts": 0,
+        "next_attempt_at": utcnow(),
+        "owed_since": utcnow(),
+        "alert_place": ALERT_CHANNEL,
     }
     with services.store.session() as s:
         if insert_ignore(s, Page.__table__, values, ["dedup_key"]):
@@ -176,7 +216,8 @@ def acknowledge(services, page_id: int, user_id: str) -> bool:
         changed = s.execute(
             update(Page)
             .where(Page.id == page_id, Page.state == OPEN)
-            .values(state=ACKNOWLEDGED, acknowledged_by=user_id, acknowledged_at=now, version=Page.version + 1)
+            .values(state=ACKNOWLEDGED, acknowledged_by=user_id, acknowledged_at=now, version=Page.version + 1,
+                    **_owed_now(now))
         ).rowcount == 1
     if changed:
         page = get_page(services, page_id)
@@ -193,7 +234,8 @@ def resolve(services, page_id: int, user_id: str | None, *, wait: float = CLICK_
         changed = s.execute(
             update(Page)
             .where(Page.id == page_id, Page.state.in_((OPEN, ACKNOWLEDGED)))
-            .values(state=RESOLVED, resolved_by=user_id, resolved_at=now, version=Page.version + 1)
+            .values(state=RESOLVED, resolved_by=user_id, resolved_at=now, version=Page.version + 1,
+                    **_owed_now(now))
         ).rowcount == 1
     if changed:
         page = get_page(services, page_id)
@@ -229,24 +271,88 @@ def claim_escalations(services, now: datetime) -> list[int]:
             won = s.execute(
                 update(Page)
                 .where(Page.id == page_id, Page.state == OPEN, Page.escalated_at.is_(None))
-                .values(escalated_at=now, version=Page.version + 1)
+                .values(escalated_at=now, version=Page.version + 1, **_owed_now(now))
             ).rowcount == 1
         if won:
             claimed.append(page_id)
     return claimed
 
 
-def owed_pages(services, limit: int = 100) -> list[int]:
-    """Pages that still owe a delivery and that nobody is delivering right now."""
-    now = utcnow()
+def _owed_now(now: datetime) -> dict:
+    """Column values for a change that makes the page owe a delivery: due at once, owed since the first such."""
+    return {"next_attempt_at": now, "owed_since": func.coalesce(Page.owed_since, now)}
+
+
+def owed_pages(services, limit: int = 100, now: datetime | None = None) -> list[int]:
+    """Pages that owe a delivery now (due by next_attempt_at, earliest first) and that nobody is delivering."""
+    now = now or utcnow()
+    due = func.coalesce(Page.next_attempt_at, Page.created_at)
     with services.store.session() as s:
         return list(s.scalars(
             select(Page.id)
             .where(Page.settled_version < Page.version)
             .where(or_(Page.claim_until.is_(None), Page.claim_until < now))
-            .order_by(Page.id)
+            .where(due <= now)
+            .order_by(due, Page.id)
             .limit(limit)
         ))
+
+
+def owed_too_long(services, now: datetime | None = None) -> list[dict]:
+    """Pages that have owed a delivery for more than OWED_TOO_LONG: what /healthz names (no raw error texts)."""
+    now = now or utcnow()
+    since = func.coalesce(Page.owed_since, Page.created_at)
+    with services.store.session() as s:
+        pages = list(s.scalars(
+            select(Page).where(Page.settled_version < Page.version, since <= now - OWED_TOO_LONG)
+            .order_by(since).limit(20)
+        ))
+    report = []
+    for page in pages:
+        owed_since = as_utc(page.owed_since or page.created_at)
+        report.append({
+            "page": page.dedup_key,
+            "model": page.model,
+            "owed_minutes": round((now - owed_since).total_seconds() / 60, 1),
+            "owes": owed_parts(page),
+            "attempts": page.attempts,
+            "alert_place": page.alert_place,
+            "errors": sorted(set(_error_codes(page.last_error))),
+        })
+    return report
+
+
+def owed_parts(page: Page) -> list[str]:
+    """What of the page is not delivered yet, by name."""
+    parts = []
+    if not page.alert_ts:
+        parts.append("alert")
+    if page.dm_user and not page.dm_ts and not page.dm_refused:
+        parts.append("dm")
+    if page.pagerduty and not page.pd_triggered_at:
+        parts.append("pagerduty_trigger")
+    if page.escalated_at and not page.escalation_ts and page.state == OPEN:
+        parts.append("escalation")
+    if page.alert_ts and page.alert_version < page.version:
+        parts.append("alert_update")
+    if page.dm_ts and page.dm_version < page.version:
+        parts.append("dm_update")
+    if page.pagerduty and page.acknowledged_at and not page.pd_acknowledged_at and not page.resolved_at:
+        parts.append("pagerduty_acknowledge")
+    if page.pagerduty and page.resolved_at and page.pd_triggered_at and not page.pd_resolved_at:
+        parts.append("pagerduty_resolve")
+    return parts
+
+
+def _error_codes(text: str | None) -> list[str]:
+    """The short error classes DeliveryFailed messages carry in [brackets]."""
+    codes, rest = [], text or ""
+    while "[" in rest and "]" in rest:
+        start = rest.index("[")
+        end = rest.index("]", start) if "]" in rest[start:] else len(rest)
+        codes.append(rest[start + 1:end][:64])
+        rest = rest[end + 1:]
+    return codes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,12 +445,14 @@ def _deliver_pass(services, page_id: int) -> tuple[bool, bool]:
             failures.append(str(exc))
     with services.store.session() as s:
         if failures:
+            attempts = (s.scalar(select(Page.attempts).where(Page.id == page_id)) or 0) + 1
             s.execute(update(Page).where(Page.id == page_id)
-                      .values(attempts=Page.attempts + 1, last_error="; ".join(failures)[:4000]))
+                      .values(attempts=attempts, last_error="; ".join(failures)[:4000],
+                              next_attempt_at=utcnow() + timedelta(seconds=backoff_seconds(attempts))))
             return False, True
         settled = s.execute(
             update(Page).where(Page.id == page_id, Page.version == version)
-            .values(settled_version=version, last_error=None)
+            .values(settled_version=version, last_error=None, attempts=0, owed_since=None, next_attempt_at=None)
         ).rowcount == 1
     return settled, False
 
@@ -359,16 +467,18 @@ def _slack(what: str, call: Callable[[], dict]) -> dict:
     try:
         return call()
     except SlackApiError as exc:
-        error = exc.response.get("error") if exc.response is not None else None
+        error = error_code(exc)
         status = getattr(exc.response, "status_code", None)
         detail = error or "no error code"
         if status and status != 200:
             detail = f"HTTP {status}, {detail}"
-        failure = DeliveryFailed(f"Slack did not {what} ({detail}); it will be retried")
-        failure.slack_error = error
-        raise failure from None
+        kind = classify(exc)
+        later = "it will be retried" if kind == TRANSIENT else "Slack refuses it for good"
+        raise DeliveryFailed(f"Slack did not {what} [slack:{detail}]; {later}", kind=kind,
+                             slack_error=error) from None
     except OSError as exc:  # URLError, timeouts, refused connections
-        raise DeliveryFailed(f"Slack did not {what} (unreachable: {exc}); it will be retried") from None
+        raise DeliveryFailed(f"Slack did not {what} [slack:unreachable:{type(exc).__name__}]; it will be "
+                             f"retried ({exc})") from None
 
 
 def _ensure_source_link(services, page: Page) -> None:
@@ -384,44 +494,128 @@ def _ensure_source_link(services, page: Page) -> None:
     page.source_link = link
 
 
+def _refused_channels(page: Page) -> set[str]:
+    return {line.split()[1] for line in (page.refusals or "").splitlines() if len(line.split()) >= 2}
+
+
+def _place_target(services, page: Page, place: str) -> tuple[str, str | None] | None:
+    """(channel, thread_ts) where `place` is for this page, or None when the page has no such place."""
+    refused = _refused_channels(page)
+    if place == ALERT_CHANNEL:
+        return (page.alert_channel, None) if page.alert_channel not in refused else None
+    if place == ROLLOUT_THREAD:
+        if page.source_channel and page.source_ts and page.source_channel not in refused:
+            return page.source_channel, page.source_ts
+        return None
+    if place == MODEL_CHANNEL:
+        model = services.registry.get(page.model) if page.model else None
+        channel = getattr(model, "channel", None)
+        return (channel, None) if channel and channel not in refused else None
+    admins = list(services.registry.defaults.admins)
+    if not admins:
+        return None
+    opened = _slack(f"open a DM with the admins for the page {page.dedup_key}",
+                    lambda: services.slack.conversations_open(users=",".join(admins)))
+    channel = opened["channel"]["id"]
+    return (channel, None) if channel not in refused else None
+
+
+def _move_on(services, page: Page, place: str, channel: str | None, error: str | None) -> str | None:
+    """Records that `place` refused the page for good; returns the next place (None: none left)."""
+    index = ALERT_PLACES.index(place)
+    following = ALERT_PLACES[index + 1] if index + 1 < len(ALERT_PLACES) else None
+    refusals = page.refusals or ""
+    if channel:
+        refusals += f"{place} {channel} {error or 'refused'}\n"
+    _record(services, page.id, alert_place=following or ALERT_CHANNEL, refusals=refusals)
+    page.alert_place, page.refusals = following or ALERT_CHANNEL, refusals
+    return following
+
+
 def _step_alert(services, page: Page) -> None:
     if page.alert_ts:
         return
     _ensure_source_link(services, page)
-    text, blocks = render(services, page)
-    response = _slack(
-        f"post the page {page.dedup_key} in <#{page.alert_channel}>",
-        lambda: services.slack.chat_postMessage(channel=page.alert_channel, text=text, blocks=blocks,
-                                                unfurl_links=False),
-    )
+    place = page.alert_place if page.alert_place in ALERT_PLACES else ALERT_CHANNEL
+    while True:
+        try:
+            target = _place_target(services, page, place)
+        except DeliveryFailed as exc:
+            if exc.kind == TRANSIENT:
+                raise
+            target, refused_error = None, exc.slack_error
+            log.warning("page %s: %s refused: %s", page.dedup_key, PLACE_NAMES[place], exc)
+            place = _move_on(services, page, place, None, refused_error)
+            if place is None:
+                break
+            continue
+        if target is None:
+            place = _move_on(services, page, place, None, None)
+            if place is None:
+                break
+            continue
+        channel, thread_ts = target
+        text, blocks = render(services, page, place=place)
+        try:
+            response = _slack(
+                f"post the page {page.dedup_key} in {PLACE_NAMES[place]} (<#{channel}>)",
+                lambda: services.slack.chat_postMessage(channel=channel, text=text, blocks=blocks,
+                                                        thread_ts=thread_ts, reply_broadcast=bool(thread_ts),
+                                                        unfurl_links=False),
+            )
+        except DeliveryFailed as exc:
+            if exc.kind == TRANSIENT:
+                raise
+            log.warning("page %s: %s; moving on to the next place", page.dedup_key, exc)
+            place = _move_on(services, page, place, channel, exc.slack_error)
+            if place is None:
+                break
+            continue
+        _alert_posted(services, page, response, channel, thread_ts)
+        return
+    # Every place refused: start again from the alert channel after the backoff (a channel may be unarchived).
+    _record(services, page.id, alert_place=ALERT_CHANNEL, refusals=None)
+    raise DeliveryFailed(f"no place took the page {page.dedup_key} [slack:every_place_refused]: "
+                         f"{(page.refusals or '').strip()}; it will be retried")
+
+
+def _alert_posted(services, page: Page, response, channel: str, thread_ts: str | None) -> None:
     with services.store.session() as s:
         s.execute(update(Page).where(Page.id == page.id)
-                  .values(alert_ts=response["ts"], alert_channel=response.get("channel") or page.alert_channel,
-                          alert_version=page.version))
-        if page.model:
+                  .values(alert_ts=response["ts"], alert_channel=response.get("channel") or channel,
+                          alert_thread_ts=thread_ts, alert_version=page.version))
+        if page.model and not thread_ts:
             # A mention inside the page's thread (`@modelbot status`) then acts on the page's model.
             insert_ignore(s, Thread.__table__,
                           {"kind": "page", "key": page.dedup_key, "model": page.model,
-                           "channel": response.get("channel") or page.alert_channel, "ts": response["ts"],
+                           "channel": response.get("channel") or channel, "ts": response["ts"],
                            "created_at": utcnow()},
                           ["kind", "key"])
 
 
 def _step_dm(services, page: Page) -> None:
-    if not page.dm_user or page.dm_ts:
+    if not page.dm_user or page.dm_ts or page.dm_refused:
         return
-    channel = page.dm_channel
-    if not channel:
-        opened = _slack(f"open a DM with {page.dm_user} for the page {page.dedup_key}",
-                        lambda: services.slack.conversations_open(users=page.dm_user))
-        channel = opened["channel"]["id"]
-        _record(services, page.id, dm_channel=channel)
-    _ensure_source_link(services, page)
-    text, blocks = render(services, page, for_dm=True)
-    response = _slack(
-        f"send the page {page.dedup_key} to {page.dm_user} by DM",
-        lambda: services.slack.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False),
-    )
+    try:
+        channel = page.dm_channel
+        if not channel:
+            opened = _slack(f"open a DM with {page.dm_user} for the page {page.dedup_key}",
+                            lambda: services.slack.conversations_open(users=page.dm_user))
+            channel = opened["channel"]["id"]
+            _record(services, page.id, dm_channel=channel)
+        _ensure_source_link(services, page)
+        text, blocks = render(services, page, for_dm=True)
+        response = _slack(
+            f"send the page {page.dedup_key} to {page.dm_user} by DM",
+            lambda: services.slack.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False),
+        )
+    except DeliveryFailed as exc:
+        if exc.kind == TRANSIENT:
+            raise
+        # The person cannot be reached by DM (deactivated, not in the workspace): the alert still reaches them.
+        log.warning("page %s: the DM to %s is given up: %s", page.dedup_key, page.dm_user, exc)
+        _record(services, page.id, dm_refused=(exc.slack_error or "refused")[:64])
+        return
     _record(services, page.id, dm_ts=response["ts"], dm_channel=response.get("channel") or channel,
             dm_version=page.version)
 
@@ -471,11 +665,27 @@ def _step_escalation(services, page: Page) -> None:
     who = " ".join(mention(u) for u in [*page.notify_ids(), *services.registry.defaults.admins])
     text = (f":rotating_light: *Escalated:* nobody has acknowledged this page in {minutes} minutes. "
             f"{who} please acknowledge or resolve it.")
-    response = _slack(
-        f"post the escalation of the page {page.dedup_key} in <#{page.alert_channel}>",
-        lambda: services.slack.chat_postMessage(channel=page.alert_channel, thread_ts=page.alert_ts, text=text,
-                                                reply_broadcast=True),
-    )
+    try:
+        response = _slack(
+            f"post the escalation of the page {page.dedup_key} in <#{page.alert_channel}>",
+            lambda: services.slack.chat_postMessage(channel=page.alert_channel,
+                                                    thread_ts=page.alert_thread_ts or page.alert_ts, text=text,
+                                                    reply_broadcast=True),
+        )
+    except DeliveryFailed as exc:
+        if exc.kind == TRANSIENT:
+            raise
+        # The page's channel refuses posts since the page went out: the admins are told directly instead.
+        log.warning("page %s: escalation refused in <#%s>: %s; DMing the admins", page.dedup_key,
+                    page.alert_channel, exc)
+        admins = list(services.registry.defaults.admins)
+        if not admins:
+            _record(services, page.id, escalation_ts="-")
+            return
+        opened = _slack(f"open a DM with the admins for the escalation of {page.dedup_key}",
+                        lambda: services.slack.conversations_open(users=",".join(admins)))
+        response = _slack(f"DM the escalation of the page {page.dedup_key} to the admins",
+                          lambda: services.slack.chat_postMessage(channel=opened["channel"]["id"], text=text))
     _record(services, page.id, escalation_ts=response["ts"])
 
 
@@ -487,7 +697,7 @@ def _sync(services, page: Page, *, channel: str | None, ts: str | None, seen: in
         _slack(f"update the page {page.dedup_key} message in <#{channel}>",
                lambda: services.slack.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
     except DeliveryFailed as exc:
-        if getattr(exc, "slack_error", None) not in _GONE:
+        if exc.slack_error not in _GONE and exc.kind == TRANSIENT:
             raise
         log.warning("page %s: message %s/%s can no longer be updated (%s)", page.dedup_key, channel, ts,
                     exc.slack_error)
@@ -599,10 +809,10 @@ def _buttons(page: Page) -> dict | None:
     return {"type": "actions", "block_id": "page_actions", "elements": elements}
 
 
-def render(services, page: Page, *, for_dm: bool = False) -> tuple[str, list[dict]]:
+def render(services, page: Page, *, for_dm: bool = False, place: str | None = None) -> tuple[str, list[dict]]:
     """The page's text (the notification, with the mentions) and blocks, for its current state."""
     mentions = " ".join(mention(u) for u in page.notify_ids())
-    reason = escape(page.reason) if page.reason else "_no reason given_"
+    reason = escape(cut(page.reason, REASON_CHARS)) if page.reason else "_no reason given_"
     where = "the rollout thread" if page.rollout_id is not None else "the thread"
     if page.source_link:
         details = f"<{page.source_link}|Open {where}>"
@@ -617,6 +827,11 @@ def render(services, page: Page, *, for_dm: bool = False) -> tuple[str, list[dic
     else:
         paged = f"Paging {mentions}." if mentions else "Nobody is on call in the models file."
     body = f"*Reason:* {reason}" + (f"\n{details}" if details else "")
+    place = place or (page.alert_place if page.alert_ts else ALERT_CHANNEL)
+    if not for_dm and place != ALERT_CHANNEL and page.refusals:
+        refused = "; ".join(f"<#{line.split()[1]}> ({escape(line.split()[2])})"
+                            for line in page.refusals.splitlines() if len(line.split()) >= 3)
+        body += f"\n:warning: Posted here because Slack refused it in {refused}."
     blocks: list[dict] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"{headline}\n{paged}"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": body}},

@@ -16,6 +16,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.store.base import Base, utcnow
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+# The places a page's alert may go, in order.
+ALERT_CHANNEL, ROLLOUT_THREAD, MODEL_CHANNEL, ADMINS_DM = "alert_channel", "thread", "model_channel", "admins_dm"
+ALERT_PLACES = (ALERT_CHANNEL, ROLLOUT_THREAD, MODEL_CHANNEL, ADMINS_DM)
 
 
 class Page(Base):
@@ -79,6 +82,17 @@ class Page(Base):
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # delivery passes that left something undone
     last_error: Mapped[str | None] = mapped_column(Text)
+
+    # Scheduling (0010_page_schedule): owed deliveries are taken by next_attempt_at, so a page that keeps
+    # failing backs off and never holds back a newer one; owed_since is when the page last became owed.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    owed_since: Mapped[datetime | None]
+    # Where the alert goes: the alert channel, else the rollout's thread (alert_thread_ts, broadcast), else the
+    # model's channel, else a DM to the admins. A place that refused the page for good is not tried again.
+    alert_place: Mapped[str] = mapped_column(String(16), default=ALERT_CHANNEL, server_default=ALERT_CHANNEL)
+    alert_thread_ts: Mapped[str | None] = mapped_column(String(32))
+    refusals: Mapped[str | None] = mapped_column(Text)  # "place channel error" lines, for the page and /healthz
+    dm_refused: Mapped[str | None] = mapped_column(String(64))  # Slack's error when the on-call's DM is impossible
 
     def notify_ids(self) -> list[str]:
         return [x for x in self.notify.split() if x]

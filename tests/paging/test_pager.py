@@ -45,6 +45,13 @@ def buttons(message) -> dict[str, str]:
     return found
 
 
+def after_backoff(times: int = 1):
+    """A moment when any page that failed is due again (the backoff is capped)."""
+    from bot.store.base import utcnow
+
+    return utcnow() + times * timedelta(seconds=pager.BACKOFF_CAP_SECONDS + 1)
+
+
 def created_at(services):
     return as_utc(pager.page_for_rollout(services, 7).created_at)
 
@@ -108,9 +115,11 @@ def test_slack_failure_leaves_the_page_owed_and_the_job_delivers_it_once(service
     page = pager.page_for_rollout(services, 7)
     assert "Slack did not post the page modelbot-rollout-7" in page.last_error
 
-    summary = page_escalation.run_once(services)
+    # Not retried at once: the page backs off. A pass after the backoff delivers it.
+    assert page_escalation.run_once(services) == "nothing owed, nothing to escalate"
+    summary = page_escalation.run_once(services, now=after_backoff())
     assert "completed the deliveries of 1 page" in summary
-    page_escalation.run_once(services)
+    page_escalation.run_once(services, now=after_backoff())
     page_churn(services, thread_ts)
 
     [alert] = alerts(slack)
@@ -190,10 +199,10 @@ def test_pagerduty_outage_is_retried_with_backoff_then_by_the_job(services, slac
     assert "no PagerDuty incident was opened" in page.last_error
     assert len(alerts(slack)) == 2  # Slack got the page regardless
 
-    page_escalation.run_once(services)  # still failing: the summary says so
+    page_escalation.run_once(services, now=after_backoff())  # still failing: the summary says so
     pagerduty._faults.clear()
-    page_escalation.run_once(services)
-    page_escalation.run_once(services)
+    page_escalation.run_once(services, now=after_backoff(2))
+    page_escalation.run_once(services, now=after_backoff(3))
     triggers = [e for e in pagerduty.events if e["event_action"] == "trigger" and e["dedup_key"] == "modelbot-rollout-9"]
     assert len(triggers) == 1
     assert len(alerts(slack)) == 2
