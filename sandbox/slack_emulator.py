@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import mimetypes
+import random
 import signal
 import threading
 import time
@@ -96,6 +97,16 @@ def _parse_args(query: str, raw: bytes, content_type: str) -> dict[str, Any]:
     return args
 
 
+def _check_limits(args: dict[str, Any]) -> None:
+    """Slack's size limits, as Slack refuses them: text over 40,000 characters, a section over 3,000."""
+    if len(str(args.get("text") or "")) > 40000:
+        raise _Refusal("msg_too_long")
+    for block in args.get("blocks") or []:
+        if isinstance(block, dict) and block.get("type") == "section" and \
+                len(str((block.get("text") or {}).get("text") or "")) > 3000:
+            raise _Refusal("invalid_blocks")
+
+
 class SlackEmulator:
     """Answers the Slack Web API on 127.0.0.1; every public accessor returns copies, safe across threads."""
 
@@ -158,6 +169,8 @@ class SlackEmulator:
             self._files: dict[str, UploadedFile] = {}
             self._responses: list[ResponseRecord] = []
             self._faults: dict[str, list[_Fault]] = {}
+            self._random_faults: tuple | None = None  # (rate, statuses, retry_after, Random): fail_randomly()
+            self._refused_channels: dict[str, str] = {}
 
     def add_user(self, user_id: str, *, name: str | None = None, real_name: str | None = None,
                  tz: str = "UTC", tz_offset: int = 0, is_bot: bool = False) -> None:
@@ -183,6 +196,18 @@ class SlackEmulator:
         """The next `count` calls of `method` ("*" for any) answer HTTP 200 {"ok": false, "error": error}."""
         self._add_fault(method, _Fault(200, error, None, count))
 
+    def fail_randomly(self, rate: float, statuses: tuple[int, ...] = (429, 503), retry_after: int = 1,
+                      seed: int | None = None) -> None:
+        """From now on each Web API call fails with probability `rate` (0 turns it off), answering one of
+        `statuses` at random (429 with Retry-After); scripted faults still come first. Until reset()."""
+        with self._lock:
+            self._random_faults = (rate, tuple(statuses), retry_after, random.Random(seed)) if rate > 0 else None
+
+    def refuse_channel(self, channel: str, error: str = "is_archived") -> None:
+        """Every post to `channel` answers {"ok": false, "error": error} (archived, bot removed, ...) until reset()."""
+        with self._lock:
+            self._refused_channels[channel] = error
+
     def _add_fault(self, method: str, fault: _Fault) -> None:
         with self._lock:
             self._faults.setdefault(method, []).append(fault)
@@ -204,6 +229,11 @@ class SlackEmulator:
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """Every message in the channel, parents and replies, in posting order; each keeps its `edits`."""
         return self._snapshot(self._messages.get(channel, []))
+
+    def channels(self) -> list[str]:
+        """Every channel (and DM) that has a message, in the order each got its first one."""
+        with self._lock:
+            return list(self._messages)
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
         """The parent message then its replies, in order (empty when nothing has that ts)."""
@@ -284,6 +314,11 @@ class SlackEmulator:
                 if fault.remaining <= 0:
                     queue.pop(0)
                 return fault
+        chance = getattr(self, "_random_faults", None)
+        if chance is not None and chance[3].random() < chance[0]:
+            status = chance[3].choice(chance[1])
+            return _Fault(status, "ratelimited" if status == 429 else "internal_error",
+                          chance[2] if status == 429 else None, 1)
         return None
 
     def _upload(self, file_id: str, raw: bytes):
@@ -376,12 +411,16 @@ class SlackEmulator:
         channel = self._channel(args)
         if not any(args.get(k) for k in ("text", "blocks", "attachments")):
             raise _Refusal("no_text")
+        if channel in self._refused_channels:
+            raise _Refusal(self._refused_channels[channel])
+        _check_limits(args)
         message = self._store_message(channel, args)
         return {"channel": channel, "ts": message["ts"], "message": self._public(message)}
 
     def _m_chat_update(self, args):
         channel = self._channel(args)
         message = self._find(channel, args.get("ts"))
+        _check_limits(args)
         message["edits"].append({k: copy.deepcopy(message.get(k)) for k in ("text", "blocks", "attachments")})
         # As in Slack: a field left out keeps its old value; an empty list removes blocks or attachments.
         for key in ("text", "blocks", "attachments", "metadata"):
