@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,20 +13,21 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
 
-    SLACK_BOT_TOKEN: str | None = None
-    SLACK_SIGNING_SECRET: str | None = None
-    SLACK_APP_TOKEN: str | None = None
+    # Secrets are SecretStr: a repr, a log line or a traceback of the settings shows '**********'.
+    SLACK_BOT_TOKEN: SecretStr | None = None
+    SLACK_SIGNING_SECRET: SecretStr | None = None
+    SLACK_APP_TOKEN: SecretStr | None = None
     SLACK_API_URL: str = "https://slack.com/api/"
     PORT: int = Field(default=3000, ge=1, le=65535)
     DATABASE_URL: str = "sqlite:///modelbot.db"
     MODELS_FILE: str = "models.toml"
     AIRFLOW_URL: str | None = None
     AIRFLOW_USERNAME: str | None = None
-    AIRFLOW_PASSWORD: str | None = None
-    AIRFLOW_TOKEN: str | None = None
+    AIRFLOW_PASSWORD: SecretStr | None = None
+    AIRFLOW_TOKEN: SecretStr | None = None
     AWS_REGION: str | None = None
     AWS_ENDPOINT_URL: str | None = None
-    PAGERDUTY_ROUTING_KEY: str | None = None
+    PAGERDUTY_ROUTING_KEY: SecretStr | None = None
     PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
     MODELBOT_JOB_INTERVAL_SECONDS: float = Field(default=30, gt=0)
     # Extensions (not in the contract table, all optional).
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     # Processes that run commands' post-ack work (0: threads in the web process).
     MODELBOT_COMMAND_PROCESSES: int = Field(default=2, ge=0)
     MODELBOT_PAGE_ESCALATION_MINUTES: float = Field(default=15, gt=0)
+    # The interface the HTTP port listens on (127.0.0.1 keeps /healthz and /metrics off the network).
+    MODELBOT_BIND: str = "0.0.0.0"
+    # Threads that run button clicks' and mentions' work after the ack, and how many may wait for one.
+    MODELBOT_LISTENER_THREADS: int = Field(default=4, ge=1)
+    MODELBOT_LISTENER_QUEUE: int = Field(default=32, ge=0)
     AIRFLOW_UI_URL: str | None = None
 
     @field_validator("SLACK_API_URL")
@@ -53,6 +59,12 @@ class Settings(BaseSettings):
             raise ValueError("give the Airflow base URL without /api/v2, e.g. http://airflow:8080")
         return v
 
+    @field_validator("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "AIRFLOW_PASSWORD", "AIRFLOW_TOKEN",
+                     "PAGERDUTY_ROUTING_KEY", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v):
+        return None if v == "" else v
+
     @property
     def socket_mode(self) -> bool:
         return bool(self.SLACK_APP_TOKEN)
@@ -64,6 +76,11 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return normalise_database_url(self.DATABASE_URL)
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """The plain text of a secret setting, for the one call that needs it (None when unset)."""
+    return value.get_secret_value() if value is not None else None
 
 
 def normalise_database_url(url: str) -> str:
@@ -91,7 +108,7 @@ def missing_for_start(settings: Settings) -> list[str]:
     if not settings.SLACK_BOT_TOKEN:
         missing.append("SLACK_BOT_TOKEN (the bot token, xoxb-..., from OAuth & Permissions)")
     if settings.socket_mode:
-        if not settings.SLACK_APP_TOKEN.startswith("xapp-"):
+        if not secret(settings.SLACK_APP_TOKEN).startswith("xapp-"):
             missing.append("SLACK_APP_TOKEN (must be an app-level token starting with xapp-, scope connections:write)")
     elif not settings.SLACK_SIGNING_SECRET:
         missing.append(

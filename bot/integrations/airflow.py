@@ -171,9 +171,9 @@ class AirflowAdapter:
         return cls(
             settings.AIRFLOW_URL,
             ui_url=settings.AIRFLOW_UI_URL,
-            token=settings.AIRFLOW_TOKEN,
+            token=settings.AIRFLOW_TOKEN.get_secret_value() if settings.AIRFLOW_TOKEN else None,
             username=settings.AIRFLOW_USERNAME,
-            password=settings.AIRFLOW_PASSWORD,
+            password=settings.AIRFLOW_PASSWORD.get_secret_value() if settings.AIRFLOW_PASSWORD else None,
         )
 
     @property

@@ -56,7 +56,7 @@ class PagerDuty:
         if not settings.PAGERDUTY_ROUTING_KEY:
             return None
         # Module constants read now, not at class definition, so an operator (or a test) can tune them.
-        return cls(routing_key=settings.PAGERDUTY_ROUTING_KEY, events_url=settings.PAGERDUTY_EVENTS_URL,
+        return cls(routing_key=settings.PAGERDUTY_ROUTING_KEY.get_secret_value(), events_url=settings.PAGERDUTY_EVENTS_URL,
                    timeout=TIMEOUT_SECONDS, attempts=ATTEMPTS, backoff=BACKOFF_SECONDS)
 
     def trigger(
