@@ -2,6 +2,7 @@
 
   modelbot prices refresh [--region R ...] [--source auto|api|bulk]
   modelbot prices show <vcpu> <memory_gib> [gpus] [--region R]
+  modelbot pipeline check <model> [key=value ...] [--rows N] [--production-model FILE]
 
 Each command group is a subparser added by one function in GROUPS, so other tasks can join without touching
 the ones here.
@@ -166,7 +167,55 @@ def add_prices(subparsers) -> None:
     show.set_defaults(func=cmd_prices_show)
 
 
-GROUPS: list[Callable] = [add_prices]
+def cmd_pipeline_check(args, out: TextIO, err: TextIO) -> int:
+    from bot.pipelines.check import CheckFailed, run_check
+
+    settings = load_settings()
+    try:
+        registry = load_registry(settings.MODELS_FILE)
+    except RegistryError as exc:
+        print(f"modelbot: {exc}", file=err)
+        return EXIT_USAGE
+    model = registry.get(args.model)
+    if model is None:
+        close = registry.suggest(args.model)
+        hint = f" (did you mean {', '.join(close)}?)" if close else f"; known: {', '.join(registry.names()) or 'none'}"
+        print(f"modelbot: no model {args.model!r} in {registry.path}{hint}", file=err)
+        return EXIT_USAGE
+    conf = {}
+    for pair in args.conf:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            print(f"modelbot: {pair!r} is not key=value (the run conf /model retrain would pass)", file=err)
+            return EXIT_USAGE
+        conf[key] = value
+    try:
+        report = run_check(model, conf, rows=args.rows, dag_path=args.dag_file, module_path=args.path,
+                           production_model=args.production_model, registry_path=registry.path)
+    except CheckFailed as exc:
+        print(f"Pipeline check of {model.name} failed: {exc}", file=err)
+        return EXIT_FAILED
+    print(report.text(), file=out)
+    return EXIT_OK
+
+
+def add_pipeline(subparsers) -> None:
+    pipeline = subparsers.add_parser("pipeline", help="models whose DAG modelbot generates from three functions")
+    sub = pipeline.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = sub.add_parser("check", help="run the model's preprocess, train and predict here on a small sample, "
+                                         "without AWS, and say what the DAG would do")
+    check.add_argument("model")
+    check.add_argument("conf", nargs="*", metavar="key=value", help="run conf, as /model retrain passes it")
+    check.add_argument("--rows", type=int, default=200, help="sample size per dataset (default 200)")
+    check.add_argument("--path", action="append", metavar="DIR",
+                       help="where the module is (repeatable); default: beside the DAG file, and here")
+    check.add_argument("--dag-file", metavar="FILE", help="dags/modelbot_pipelines.py (default: this checkout's)")
+    check.add_argument("--production-model", metavar="FILE",
+                       help="a pickled model or model.tar.gz to compare with, as the DAG compares with production")
+    check.set_defaults(func=cmd_pipeline_check)
+
+
+GROUPS: list[Callable] = [add_prices, add_pipeline]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,27 @@ class RolloutSettings(_Strict):
         return v
 
 
+# The metrics dags/modelbot_pipelines.py computes, and which way is better (kept equal by a test).
+PIPELINE_METRICS = {"auc": "maximize", "accuracy": "maximize", "f1": "maximize", "logloss": "minimize",
+                    "rmse": "minimize", "mae": "minimize", "r2": "maximize"}
+PYTHON_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+S3_LOCATION = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class PipelineSettings(_Strict):
+    """[models.X.pipeline]: modelbot generates the model's DAG from three functions (dags/modelbot_pipelines.py)."""
+
+    module: Annotated[str, _matches(PYTHON_MODULE, "an importable module name (e.g. 'churn_model')")]
+    label: NonEmpty
+    image: NonEmpty
+    artifacts: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")]
+    schedule: NonEmpty | None = None
+    min_improvement: float = Field(default=0.0, ge=0)
+    instance_type: NonEmpty | None = None
+    execution_role: NonEmpty | None = None  # the SageMaker model's role; default: the stable variant's model's
+
+
 class Defaults(_Strict):
     region: str = "us-east-1"
     alert_channel: ChannelId | None = None
@@ -86,6 +107,7 @@ class ModelSpec(_Strict):
     memory_gib: float | None = Field(default=None, gt=0)
     gpus: int = Field(default=0, ge=0)
     rollout: RolloutSettings = RolloutSettings()
+    pipeline: PipelineSettings | None = None
 
 
 class _File(_Strict):
@@ -169,6 +191,7 @@ def _describe_location(loc: tuple[Any, ...]) -> tuple[str | None, str]:
 _KNOWN_FIELDS = {
     "models": set(ModelSpec.model_fields),
     "rollout": set(RolloutSettings.model_fields),
+    "pipeline": set(PipelineSettings.model_fields),
     "defaults": set(Defaults.model_fields),
 }
 
@@ -177,7 +200,8 @@ def _explain(err: dict[str, Any]) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         loc = [str(p) for p in err["loc"]]
-        table = "rollout" if "rollout" in loc[:-1] else ("defaults" if loc[0] == "defaults" else "models")
+        table = next((t for t in ("rollout", "pipeline") if t in loc[:-1]), None) or (
+            "defaults" if loc[0] == "defaults" else "models")
         if loc[0] != "models" and loc[0] != "defaults" and len(loc) == 1:
             table = None
         known = _KNOWN_FIELDS.get(table, {"defaults", "models"})
@@ -188,6 +212,22 @@ def _explain(err: dict[str, Any]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return msg
+
+
+def _pipeline_problems(spec: ModelSpec) -> list[tuple[str, str]]:
+    """What a model with a pipeline section also needs: the DAG is built from these fields."""
+    if spec.pipeline is None:
+        return []
+    problems = [(f, "is required for a model with a pipeline") for f in ("dag_id", "endpoint", "metric")
+                if not getattr(spec, f)]
+    if spec.metric and spec.metric not in PIPELINE_METRICS:
+        problems.append(("metric", f"{spec.metric!r} is not a metric the pipeline computes "
+                                   f"({', '.join(PIPELINE_METRICS)})"))
+    elif spec.metric and PIPELINE_METRICS[spec.metric] != spec.direction:
+        better = "higher" if PIPELINE_METRICS[spec.metric] == "maximize" else "lower"
+        problems.append(("direction", f"{spec.metric} is better when {better}; set direction = "
+                                      f"\"{PIPELINE_METRICS[spec.metric]}\""))
+    return problems
 
 
 def load_registry(path: str | Path) -> Registry:
@@ -209,5 +249,9 @@ def load_registry(path: str | Path) -> Registry:
             where = f"model {model!r}, field {fld!r}" if model else f"field {fld!r}"
             lines.append(f"{path}: {where}: {_explain(err)}")
         raise RegistryError("\n".join(lines)) from None
+    problems = [f"{path}: model {name!r}, field {fld!r}: {why}"
+                for name, spec in parsed.models.items() for fld, why in _pipeline_problems(spec)]
+    if problems:
+        raise RegistryError("\n".join(problems))
     models = {name: Model(name=name, spec=spec, defaults=parsed.defaults) for name, spec in parsed.models.items()}
     return Registry(path=str(path), defaults=parsed.defaults, models=models)

@@ -1,0 +1,126 @@
+"""Pipeline fixtures: the DAG file's steps (loaded the way `modelbot pipeline check` loads them), model modules
+written into a folder on sys.path, and moto with the UpdateEndpoint fake in front of SageMaker."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bot.pipelines import dag_file
+from sandbox.update_endpoint_proxy import SageMakerProxy
+from tests.harness import ROOT
+
+EXAMPLE = ROOT / "dags" / "examples" / "churn_model.py"
+REGION = "us-east-1"
+BUCKET = "ml-artifacts"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn-serving:latest"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+
+PIPELINE_TOML = f"""
+[defaults]
+region = "us-east-1"
+alert_channel = "C0ALERTS"
+oncall = "S0ONCALL"
+admins = ["U0ADMIN"]
+
+[models.churn]
+dag_id = "churn_pipeline"
+endpoint = "churn-prod"
+channel = "C0CHURN"
+metric = "auc"
+direction = "maximize"
+owners = ["U0ALICE"]
+
+[models.churn.pipeline]
+module = "churn_model"
+label = "churned"
+image = "{IMAGE}"
+artifacts = "s3://{BUCKET}/churn"
+"""
+
+
+@pytest.fixture(scope="session")
+def steps():
+    return dag_file.load()
+
+
+@pytest.fixture
+def modules(tmp_path, monkeypatch):
+    """write(name, source) puts a module on sys.path; the example module is there as churn_model."""
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "churn_model.py")
+    monkeypatch.syspath_prepend(str(folder))
+    written = {"churn_model"}
+
+    def write(name: str, source: str) -> Path:
+        path = folder / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        written.add(name)
+        sys.modules.pop(name, None)
+        return path
+
+    write.folder = folder
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def pipeline_proxy(moto_url):
+    proxy = SageMakerProxy(moto_url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def pipeline_aws(aws, pipeline_proxy, monkeypatch):
+    """moto reset, the artifacts bucket made; SageMaker through the UpdateEndpoint fake."""
+    from bot.integrations import aws as bot_aws
+
+    pipeline_proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", pipeline_proxy.url)
+    bot_aws.client.cache_clear()
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+    yield pipeline_proxy
+    bot_aws.client.cache_clear()
+
+
+def pipeline(steps, **changes):
+    values = dict(model="churn", dag_id="churn_pipeline", endpoint="churn-prod", metric="auc", direction="maximize",
+                  region=REGION, module="churn_model", label="churned", image=IMAGE,
+                  artifacts=f"s3://{BUCKET}/churn")
+    values.update(changes)
+    return steps.Pipeline(**values)
+
+
+def first_feature_model() -> dict:
+    """A weaker model than the example trains: it only ever learned from the first feature."""
+    return {"features": ["tenure_z", "complaints_z"], "weights": [0.0, 1.0, 0.0]}
+
+
+def register_production(steps, model: dict, *, group: str = "churn", key: str = "prod/model.tar.gz") -> str:
+    """An Approved package in the group, its model.tar.gz in S3, as an earlier pipeline run leaves it."""
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=BUCKET, Key=key, Body=steps.model_tarball(pickle.dumps(model)))
+    sm = boto3.client("sagemaker", region_name=REGION)
+    try:
+        sm.create_model_package_group(ModelPackageGroupName=group)
+    except sm.exceptions.ClientError:
+        pass
+    return sm.create_model_package(
+        ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{key}"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )["ModelPackageArn"]
+
+
+def weights(endpoint: str = "churn-prod") -> dict[str, float]:
+    desc = boto3.client("sagemaker", region_name=REGION).describe_endpoint(EndpointName=endpoint)
+    return {v["VariantName"]: v.get("CurrentWeight", 0.0) for v in desc["ProductionVariants"]}
