@@ -7,16 +7,21 @@ rollout controller's tick is never late because of something else.
 
 from __future__ import annotations
 
-import importlib.util
+import pkgutil
 
-# Job modules; `python -m jobs --once` runs them in this order. Delivery comes after the controller so a
-# transition's messages go out in the same pass.
-_ORDER: list[str] = ["page_escalation", "run_watcher", "rollout_controller", "outbox_delivery", "price_refresh",
-                     "model_registry_sync"]
-# Present only once the outbox has its own delivery job.
-_OPTIONAL: set[str] = {"outbox_delivery"}
+# `python -m jobs --once` runs the jobs in this order; a job module not named here (any module of this
+# package with NAME and run_once) runs after them, in name order, so a new job is scheduled by being added.
+# Delivery comes after the controller so a transition's messages go out in the same pass.
+_ORDER: list[str] = ["page_escalation", "run_watcher", "rollout_controller", "outbox_delivery",
+                     "model_registry_sync", "endpoint_snapshot", "price_refresh"]
 
-MODULES: list[str] = [m for m in _ORDER if m not in _OPTIONAL or importlib.util.find_spec(f"jobs.{m}") is not None]
+
+def _job_modules() -> list[str]:
+    present = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return [m for m in _ORDER if m in present] + sorted(present - set(_ORDER))
+
+
+MODULES: list[str] = _job_modules()
 
 # The job that ticks on MODELBOT_ROLLOUT_TICK_SECONDS rather than MODELBOT_JOB_INTERVAL_SECONDS.
 CONTROLLER = "rollout_controller"

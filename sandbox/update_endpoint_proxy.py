@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -22,10 +23,12 @@ _HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "ac
 
 
 class SageMakerProxy:
-    def __init__(self, moto_url: str):
+    def __init__(self, moto_url: str, latency: float = 0.0):
         self.moto_url = moto_url.rstrip("/")
+        self.latency = latency  # seconds added to every call, as a real region's round trip
         self.update_calls: list[dict] = []
         self.operations: list[str] = []  # every SageMaker operation seen, in order (e.g. "DescribeEndpoint")
+        self.weight_calls: list[dict] = []  # every UpdateEndpointWeightsAndCapacities request body, in order
         self._faults: dict[str, list[tuple[str, str]]] = {}  # operation -> (error type, message) to answer
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -50,6 +53,7 @@ class SageMakerProxy:
         with self._lock:
             self.update_calls.clear()
             self.operations.clear()
+            self.weight_calls.clear()
             self._faults.clear()
 
     def fail_next(self, operation: str, kind: str = "ValidationException", message: str = "injected",
@@ -99,8 +103,15 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         target = self.headers.get("X-Amz-Target", "")
         operation = target.rpartition(".")[2]
+        if self.proxy.latency:
+            time.sleep(self.proxy.latency)
         with self.proxy._lock:
             self.proxy.operations.append(operation)
+            if operation == "UpdateEndpointWeightsAndCapacities":
+                try:
+                    self.proxy.weight_calls.append(json.loads(raw or b"{}"))
+                except ValueError:
+                    self.proxy.weight_calls.append({})
         fault = self.proxy._fault(operation)
         if fault is not None:
             body = json.dumps({"__type": fault[0], "message": fault[1]}).encode()

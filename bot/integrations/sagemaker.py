@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.integrations import aws
@@ -253,11 +255,20 @@ class Throttled(SageMakerError):
     """SageMaker answered with a throttling error: the caller slows down and tries again."""
 
 
-@functools.lru_cache(maxsize=16)
 def _single_attempt_client(region: str):
     """No botocore retries: the snapshot paces its own calls and backs off on throttling for all its threads
     at once, instead of each thread retrying on its own and keeping the rate high."""
-    return boto3.session.Session().client("sagemaker", region_name=region, config=aws.client_config(max_attempts=1))
+    return _single_attempt_client_for(region, os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER"),
+                                      os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@functools.lru_cache(maxsize=16)
+def _single_attempt_client_for(region: str, *_endpoints: str | None):
+    # Keyed by the endpoint settings too: a process that points boto3 elsewhere gets a new client.
+    # total_max_attempts: botocore's `max_attempts` counts retries after the first try, not tries.
+    config = Config(connect_timeout=aws.AWS_CONNECT_TIMEOUT, read_timeout=aws.AWS_READ_TIMEOUT,
+                    retries={"mode": "standard", "total_max_attempts": 1})
+    return boto3.session.Session().client("sagemaker", region_name=region, config=config)
 
 
 def read_endpoint(endpoint: str, region: str, *, known_config: str | None = None,

@@ -22,6 +22,8 @@ from bot.registry import Model
 from bot.integrations.sagemaker import EndpointState
 from bot.slack.text import escape
 from bot.store.base import as_utc, utcnow
+from bot.rollouts import chart_data as rollouts
+from bot.rollouts import tables as rollout_store
 from bot.runs.tables import recent_runs
 # At import, not per chart: see bot/run_charts.py (matplotlib imported by two threads at once breaks).
 from charts.rollout import rollout as draw_rollout
@@ -102,9 +104,6 @@ def traffic_chart(model: Model, state: EndpointState, now: datetime):
 
 def rollout_chart(services, model: Model, now: datetime):
     """The evidence chart of the rollout in progress or ended within RECENT_ROLLOUT; None when there is none."""
-    from bot.rollouts import service as rollouts
-    from bot.rollouts import tables as rollout_store
-
     with services.store.session() as s:
         r = rollout_store.active_for(s, model.name) or rollout_store.latest_for(s, model.name)
     if r is None:
@@ -121,8 +120,6 @@ def rollout_chart(services, model: Model, now: datetime):
 # ---------------------------------------------------------------- where they go
 
 def _thread_in_progress(services, model: Model) -> tuple[str, str, str] | None:
-    from bot.rollouts import tables as rollout_store
-
     with services.store.session() as s:
         r = rollout_store.active_for(s, model.name)
         if r is not None and r.thread_channel and r.thread_ts:

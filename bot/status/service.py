@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bot.rollouts import service as rollouts
+from bot.rollouts.messages import split_line
 from bot.status.board import age_text, cut
 from bot.runs import service as runs
 from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
-from bot.services import Services
 from bot.status.tables import EndpointSnapshot
 from bot.store.base import utcnow
 
@@ -40,7 +40,7 @@ def _endpoint(model: Model) -> tuple[sagemaker.EndpointState | None, str | None]
         return None, str(exc)
 
 
-def gather(services: Services, models: list[Model], *, detail: bool = False) -> list[ModelStatus]:
+def gather(services, models: list[Model], *, detail: bool = False) -> list[ModelStatus]:
     """Endpoints are described in parallel: one slow region must not hold up the whole answer."""
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(models)))) as pool:
         endpoints = list(pool.map(_endpoint, models))
@@ -61,17 +61,6 @@ def gather(services: Services, models: list[Model], *, detail: bool = False) -> 
                 log.exception("status: run history for %s failed", model.name)
         result.append(status)
     return result
-
-
-def split_line(state: sagemaker.EndpointState) -> str:
-    if not state.variants:
-        return "no variants"
-    parts = []
-    for v in state.variants:
-        pct = 100 * state.share(v.name)
-        extra = f" ({v.instance_type})" if v.instance_type else ""
-        parts.append(f"`{v.name}` {pct:.0f}%{extra}")
-    return " · ".join(parts)
 
 
 def production_variant(state: sagemaker.EndpointState) -> str | None:
@@ -127,7 +116,7 @@ def state_from_snapshot(row) -> sagemaker.EndpointState | None:
                                    config_name=row.config_name or "", variants=variants)
 
 
-def from_snapshot(services: Services, model: Model) -> ModelStatus:
+def from_snapshot(services, model: Model) -> ModelStatus:
     """The model as the snapshot has it (no AWS call), with its rollout, last run and run history."""
     with services.store.session() as s:
         row = s.get(EndpointSnapshot, model.name)

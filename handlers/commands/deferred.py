@@ -2,6 +2,11 @@
 
 The web process acks, then hands the command (as plain data) to a small process pool; the child resolves it
 again with its own services and answers through the response_url, as Slack expects.
+
+The children are warm before the first command: each loads every subcommand's imports, the Airflow client,
+the chart modules and matplotlib's font cache when it starts, and the pool is "ready" (GET /healthz) only once
+every child has done so. The queue is bounded (MODELBOT_COMMAND_QUEUE, commands running or waiting, default
+32): past it, the ack says "busy, try again in a minute" instead of promising an answer that would come late.
 """
 
 from __future__ import annotations
@@ -13,39 +18,64 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from slack_sdk.webhook import WebhookClient
+
+from bot.chart_loading import load as load_chart_module
+from bot.config import load_settings
+from bot.services import Services
+from handlers.commands.model import resolve, run_after_ack, subcommands
+from handlers.commands.spec import Invocation
+
 log = logging.getLogger(__name__)
 
 _child_services = None
+_barrier = None
 CHILD_NICENESS = 10
+QUEUE_ENV = "MODELBOT_COMMAND_QUEUE"
+DEFAULT_QUEUE = 32
+WARM_TIMEOUT = 120
 
 
-def _init_child() -> None:
-    global _child_services
+def _init_child(barrier) -> None:
+    global _child_services, _barrier
+    _barrier = barrier
     # Post-ack work yields the CPU to the web process, whose acks have Slack's 3 s deadline.
     os.nice(CHILD_NICENESS)
-    from bot.config import load_settings
-    from bot.services import Services
-
     _child_services = Services.from_settings(load_settings(), migrate=False)
-    # Spawned, not forked: the web process's warm font cache is not inherited, and /model status draws here.
-    try:
-        from charts.fonts import warm_font_cache
+    _load_everything(_child_services)
 
-        warm_font_cache()
-    except Exception:  # an initializer that raises breaks the pool: commands matter more than chart speed
-        log.exception("matplotlib's font cache could not be warmed in a command process")
+
+def _load_everything(services) -> None:
+    """What a first command would otherwise load on the user's time (seconds, on a shared machine)."""
+    subcommands()  # imports every subcommand module and what they import
+    try:
+        services.airflow  # the Airflow client package is large; building the adapter imports it
+    except Exception:
+        log.exception("the Airflow adapter could not be built in a command process")
+    try:  # an initializer that raises breaks the pool: commands matter more than chart speed
+        # Spawned, not forked: the web process's imports are not inherited, and /model status draws here.
+        load_chart_module("charts.fonts").warm_font_cache()
+        load_chart_module("bot.status.charts")
+        load_chart_module("bot.runs.charts")
+    except Exception:
+        log.exception("the chart modules could not be warmed in a command process")
+    try:
+        services.store.ping()  # the first connection (and SQLite's pragmas) before the first command
+    except Exception:
+        log.exception("the database could not be reached from a command process")
 
 
 def _warm() -> bool:
+    """Returns once every child has started: each warm-up call holds its child until all have arrived."""
+    if _barrier is not None:
+        try:
+            _barrier.wait(WARM_TIMEOUT)
+        except threading.BrokenBarrierError:
+            pass
     return _child_services is not None
 
 
 def _run_in_child(payload: dict) -> None:
-    from slack_sdk.webhook import WebhookClient
-
-    from handlers.commands.model import resolve, run_after_ack
-    from handlers.commands.spec import Invocation
-
     services = _child_services
     spec, line, model = resolve(payload["text"], services)
     webhook = WebhookClient(payload["response_url"], timeout=10)
@@ -63,23 +93,43 @@ def _run_in_child(payload: dict) -> None:
 
 
 class ProcessDeferral:
-    def __init__(self, processes: int = 2):
+    def __init__(self, processes: int = 2, max_queued: int | None = None):
         self._processes = processes
+        self.max_queued = max_queued or int(os.environ.get(QUEUE_ENV) or DEFAULT_QUEUE)
         self._lock = threading.Lock()
+        self._queued = 0  # admitted and not finished: running in a child or waiting for one
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(
-            max_workers=self._processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init_child
-        )
-        # Pay the imports now, not in the first user's command.
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(self._processes)
+        pool = ProcessPoolExecutor(max_workers=self._processes, mp_context=context, initializer=_init_child,
+                                   initargs=(barrier,))
+        # Pay the imports now, not in the first user's command; the barrier makes every child take one.
         self._warming = [pool.submit(_warm) for _ in range(self._processes)]
         return pool
 
     def ready(self) -> bool:
         return all(f.done() for f in self._warming)
 
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def admit(self) -> bool:
+        """Reserve a place for one command (before its ack); False when the queue is full."""
+        with self._lock:
+            if self._queued >= self.max_queued:
+                return False
+            self._queued += 1
+            return True
+
+    def _release(self, _future=None) -> None:
+        with self._lock:
+            self._queued = max(0, self._queued - 1)
+
     def submit(self, command: dict, body: dict) -> None:
+        """Run an admitted command in a child."""
         payload = {
             "text": command.get("text", ""),
             "user_id": command.get("user_id", ""),
@@ -95,6 +145,7 @@ class ProcessDeferral:
                 log.error("the command process pool died; starting a new one")
                 self._pool = self._new_pool()
                 future = self._pool.submit(_run_in_child, payload)
+        future.add_done_callback(self._release)
         future.add_done_callback(_log_failure)
 
 

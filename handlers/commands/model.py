@@ -6,6 +6,8 @@ import difflib
 import functools
 import importlib
 import logging
+import os
+import threading
 
 from bot import audit, metrics
 from bot.slack.command_line import CommandLine, UsageError, parse, split
@@ -18,6 +20,8 @@ from handlers.commands.spec import Invocation, Subcommand
 log = logging.getLogger(__name__)
 
 # Modules under handlers/commands/ that expose SUBCOMMANDS, in the order help lists them.
+KNOWN_LISTED = 20  # registered models named in an "unknown model" reply
+
 MODULES = ["help", "status", "retrain", "promote", "rollback", "pause", "pricing"]
 
 
@@ -62,7 +66,7 @@ def resolve(text: str, services) -> tuple[Subcommand, CommandLine, Model | None]
         extra = " ".join(line.args[spec.max_args:])
         raise _WithSpec(f"unexpected {code(extra)}.", spec)
     model = None
-    if spec.model_arg and line.args:
+    if spec.model_arg and line.args and not (spec.glob_arg and any(c in line.args[0] for c in "*?[")):
         model = resolve_model(line.args[0], services, spec)
     return spec, line, model
 
@@ -72,7 +76,11 @@ def resolve_model(name: str, services, spec: Subcommand | None = None):
     if model is None:
         close = services.registry.suggest(name)
         hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
-        known = ", ".join(services.registry.names()) or "none registered"
+        names = services.registry.names()
+        # A thousand names would not fit in one Slack message: a few, and where to find the rest.
+        known = ", ".join(names[:KNOWN_LISTED]) or "none registered"
+        if len(names) > KNOWN_LISTED:
+            known += f" and {len(names) - KNOWN_LISTED} more (`/model status` lists them)"
         raise _WithSpec(f"unknown model {code(name)}.{hint} Registered models: {known}.", spec)
     return model
 
@@ -116,14 +124,57 @@ def handle_model_command(ack, command, respond, client, context, body):
         audit.record(services.store, user_id=user_id, action=spec.name, model=model.name, outcome="denied",
                      text=command.get("text", ""))
         return
+    if spec.quick is not None:
+        try:
+            first = spec.quick(inv)
+        except UsageError as exc:
+            metrics.COMMANDS.labels(spec.name, "usage").inc()
+            ack(**usage_reply(str(exc), spec))
+            return
+        except Exception as exc:
+            metrics.COMMANDS.labels(spec.name, "failed").inc()
+            log.exception("/model %s failed before the ack", spec.name)
+            ack(response_type="ephemeral",
+                text=f":boom: `/model {spec.name}` failed ({type(exc).__name__}); it is logged for the team.")
+            return
+        if not first.follow_up:
+            metrics.COMMANDS.labels(spec.name, "ok").inc()
+            ack(response_type="ephemeral", **first.reply)
+            return
+        defer(spec, inv, command, body, ack, first.reply)
+        return
     if spec.progress is None:
         run_quick(spec, inv, ack)
         return
-    ack(response_type="ephemeral", text=spec.progress(inv))
-    if services.command_deferral is not None:
-        services.command_deferral.submit(command, body)
-    else:
-        services.background.submit(run_after_ack, spec, inv)
+    defer(spec, inv, command, body, ack, {"text": spec.progress(inv)})
+
+
+BUSY = ":hourglass: modelbot is busy with other commands right now, try again in a minute. Nothing was done."
+# Post-ack work that may wait or run at once in this process when there are no command processes.
+THREAD_QUEUE = threading.BoundedSemaphore(int(os.environ.get("MODELBOT_COMMAND_QUEUE") or 32))
+
+
+def defer(spec: Subcommand, inv: Invocation, command: dict, body: dict, ack, first: dict) -> None:
+    """Ack with `first`, then run the subcommand after the ack; when the queue is full, say so instead."""
+    services = inv.services
+    deferral = services.command_deferral
+    admitted = deferral.admit() if deferral is not None else THREAD_QUEUE.acquire(blocking=False)
+    if not admitted:
+        metrics.COMMANDS.labels(spec.name, "busy").inc()
+        ack(response_type="ephemeral", text=BUSY)
+        return
+    ack(response_type="ephemeral", **first)
+    if deferral is not None:
+        deferral.submit(command, body)
+        return
+
+    def run_then_release() -> None:
+        try:
+            run_after_ack(spec, inv)
+        finally:
+            THREAD_QUEUE.release()
+
+    services.background.submit(run_then_release)
 
 
 def run_quick(spec: Subcommand, inv: Invocation, ack) -> None:

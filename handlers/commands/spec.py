@@ -37,6 +37,14 @@ class Invocation:
 
 
 @dataclass(frozen=True)
+class Ack:
+    """What a subcommand's `quick` part puts in the ack itself, and whether `run` still follows it."""
+
+    reply: dict  # {"text": ..., "blocks": ...}
+    follow_up: bool = False  # True: run() is handed to the post-ack pool after the ack (charts, a live read)
+
+
+@dataclass(frozen=True)
 class Subcommand:
     name: str
     usage: str  # e.g. "rollback <model> [reason]" (without the leading /model)
@@ -51,3 +59,8 @@ class Subcommand:
     action: str = ""  # words for the rights message: "roll back", "retrain"
     # The ack text while run() works; None = run() is quick and returns the whole reply as a dict for ack().
     progress: Callable[[Invocation], str] | None = lambda inv: "Working on it…"
+    # Answers within the ack from what is already known (the store, no outside call); its Ack says whether
+    # run() follows. Takes precedence over `progress` for slash commands; mentions still call run().
+    quick: Callable[[Invocation], Ack] | None = None
+    # The model argument may be a glob (fnmatch: `fraud-*`) instead of one model's name.
+    glob_arg: bool = False

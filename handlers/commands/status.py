@@ -1,10 +1,26 @@
+"""`/model status`: the list from the store in the ack; one model from the snapshot, its charts after the ack.
+
+    /model status                  first page of every model, attention first, and the counts
+    /model status --page 2         the next page
+    /model status fraud-*          models whose name matches the glob
+    /model status churn            one model from the snapshot at once; its charts follow
+    /model status churn --live     the same, read from SageMaker now (after the ack)
+
+Before the worker's first endpoint snapshot (a fresh install) the status says so and reads SageMaker live,
+once for that command, after the ack.
+"""
+
 from __future__ import annotations
 
 import logging
 
-from bot.status import service as status
 from bot.chart_loading import load as load_chart_module
-from handlers.commands.spec import Invocation, Subcommand
+from bot.slack.command_line import UsageError
+from bot.slack.text import code
+from bot.status import board as status_board
+from bot.status import service as status
+from bot.status import snapshot
+from handlers.commands.spec import Ack, Invocation, Subcommand
 
 log = logging.getLogger(__name__)
 
@@ -13,14 +29,73 @@ def _context(text: str) -> dict:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
 
 
-def run_status(inv: Invocation) -> None:
-    registry = inv.services.registry
-    models = [inv.model] if inv.model else [registry.models[n] for n in registry.names()]
-    statuses = status.gather(inv.services, models, detail=inv.model is not None)
-    text, blocks = status.render(statuses, detail=inv.model is not None)
+def _page(inv: Invocation) -> int:
+    raw = inv.line.options.get("page")
+    if raw is None:
+        return 1
+    if inv.model is not None:
+        raise UsageError("`--page` pages the list of models; one model fits on one page.")
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"--page needs a page number (1, 2, ...), not {code(raw)}.")
+    return int(raw)
+
+
+def _pattern(inv: Invocation) -> str | None:
+    return inv.args[0] if inv.model is None and inv.args else None
+
+
+def _interval(inv: Invocation) -> float:
+    return float(inv.services.settings.MODELBOT_JOB_INTERVAL_SECONDS)
+
+
+def _names(inv: Invocation) -> list[str]:
+    return status_board.select_names(inv.services.registry.names(), _pattern(inv))
+
+
+def _board(inv: Invocation, names: list[str]) -> status_board.Board:
+    with inv.services.store.session() as s:
+        return status_board.build(s, names, interval=_interval(inv))
+
+
+def quick_status(inv: Invocation) -> Ack:
+    """The ack: the list, or one model, from the store; never an AWS call."""
+    page = _page(inv)
+    live = "live" in inv.line.flags
     if inv.model is None:
-        inv.reply(text=text, blocks=blocks)
+        if live:
+            raise UsageError("`--live` reads one model now: `/model status <model> --live`.")
+        names = _names(inv)
+        board = _board(inv, names)
+        if board.worker is None and names:
+            return Ack({"text": f"Looking up {len(names)} models live in SageMaker: the worker (`python -m jobs`) "
+                                "has not taken its endpoint snapshot yet, so this status reads them now, once."},
+                       follow_up=True)
+        return Ack(status_board.render(board, page=page, pattern=_pattern(inv), interval=_interval(inv)))
+    if live or snapshot.worker_pass(inv.services) is None:
+        why = "" if live else " (the worker has not taken its endpoint snapshot yet)"
+        return Ack({"text": f"Looking up *{inv.model.name}* live in SageMaker{why}…"}, follow_up=True)
+    text, blocks = status.render([status.from_snapshot(inv.services, inv.model)], detail=True)
+    return Ack({"text": text, "blocks": blocks + [_context(":hourglass_flowing_sand: Drawing the charts…")]},
+               follow_up=True)
+
+
+def run_status(inv: Invocation) -> None:
+    """After the ack (and for mentions): a live read when asked for or when the worker never ran, then charts."""
+    services = inv.services
+    if inv.model is None:
+        names = _names(inv)
+        notes = []
+        if snapshot.worker_pass(services) is None and names:
+            snapshot.take(services, [services.registry.models[n] for n in names], source="live")
+            notes.append("Read live from SageMaker just now; start the worker (`python -m jobs`) to keep a "
+                         "snapshot, so status answers at once.")
+        inv.reply(**status_board.render(_board(inv, names), page=_page(inv), pattern=_pattern(inv),
+                                        interval=_interval(inv), notes=notes))
         return
+    if "live" in inv.line.flags or snapshot.worker_pass(services) is None:
+        snapshot.take(services, [inv.model], source="live")
+    statuses = [status.from_snapshot(services, inv.model)]
+    text, blocks = status.render(statuses, detail=True)
     if inv.thread_ts is not None:
         _in_thread(inv, statuses[0], text, blocks)
         return
@@ -52,7 +127,7 @@ def _in_thread(inv: Invocation, model_status: status.ModelStatus, text: str, blo
 
 
 def _charts(inv: Invocation, model_status: status.ModelStatus, *, post: bool):
-    """The status charts (bot/status_charts.py); whatever goes wrong there, the status reply stands."""
+    """The status charts (bot/status/charts.py); whatever goes wrong there, the status reply stands."""
     try:
         status_charts = load_chart_module("bot.status.charts")
 
@@ -76,11 +151,17 @@ def _progress(inv: Invocation) -> str:
 SUBCOMMANDS = [
     Subcommand(
         name="status",
-        usage="status [<model>]",
-        summary="every model's endpoint, traffic split, rollout and last run; or one model in detail",
+        usage="status [<model>] [--live] [--page N]",
+        summary="every model, what needs attention first (from the worker's endpoint snapshot); a glob "
+                "instead of a model filters (`/model status fraud-*`); one model in detail, `--live` reads "
+                "SageMaker now",
         run=run_status,
         model_arg=True,
+        glob_arg=True,
         max_args=1,
+        flags=frozenset({"live"}),
+        options=frozenset({"page"}),
         progress=_progress,
+        quick=quick_status,
     ),
 ]
