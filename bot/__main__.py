@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from bot.config import ConfigError, load_settings, missing_for_start
+from bot.config import ConfigError, load_settings, missing_for_start, secret
 from bot.registry import RegistryError, load_registry
 
 log = logging.getLogger("modelbot")
@@ -62,8 +62,9 @@ def main() -> int:
         return _socket_mode(settings, factory)
     from bot.web import serve
 
-    log.info("modelbot listening on :%s (HTTP mode, POST /slack/events)", settings.PORT)
-    serve(factory, port=settings.PORT, workers=settings.MODELBOT_WEB_WORKERS, threads=settings.MODELBOT_WEB_THREADS)
+    log.info("modelbot listening on %s:%s (HTTP mode, POST /slack/events)", settings.MODELBOT_BIND, settings.PORT)
+    serve(factory, port=settings.PORT, workers=settings.MODELBOT_WEB_WORKERS, threads=settings.MODELBOT_WEB_THREADS,
+          bind=settings.MODELBOT_BIND)
     return 0
 
 
@@ -74,15 +75,16 @@ def _socket_mode(settings, factory) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     web = factory()
-    handler = SocketModeHandler(web.slack.app, settings.SLACK_APP_TOKEN)
+    handler = SocketModeHandler(web.slack.app, secret(settings.SLACK_APP_TOKEN))
     handler.connect()
-    log.info("modelbot connected in Socket Mode; health on :%s", settings.PORT)
+    log.info("modelbot connected in Socket Mode; %s:%s serves only /healthz and /metrics", settings.MODELBOT_BIND,
+             settings.PORT)
 
     class _Quiet(WSGIRequestHandler):
         def log_message(self, *args):
             pass
 
-    with make_server("0.0.0.0", settings.PORT, web, handler_class=_Quiet) as server:
+    with make_server(settings.MODELBOT_BIND, settings.PORT, web, handler_class=_Quiet) as server:
         try:
             server.serve_forever()
         except KeyboardInterrupt:

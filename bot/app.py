@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from slack_bolt import App, BoltResponse
 
+from bot.config import secret
 from bot.services import Services
 from bot.store.foundation import claim_delivery
 from handlers import register as register_handlers
@@ -16,9 +17,11 @@ def build_app(services: Services, *, token_verification: bool = True) -> App:
     settings = services.settings
     app = App(
         client=services.slack,
-        signing_secret=settings.SLACK_SIGNING_SECRET or "",
-        # Socket Mode traffic is authenticated by the app token; HTTP traffic by the signature.
-        request_verification_enabled=not settings.socket_mode,
+        signing_secret=secret(settings.SLACK_SIGNING_SECRET) or "",
+        # HTTP traffic is always checked against the signature, and whenever a signing secret is set (Bolt leaves
+        # Socket Mode traffic alone: the app token authenticates it; bot/web.py does not serve Slack's HTTP
+        # path at all in Socket Mode).
+        request_verification_enabled=not settings.socket_mode or bool(settings.SLACK_SIGNING_SECRET),
         token_verification_enabled=token_verification,
         # Ack first, work after: listeners run in this pool once ack() has answered Slack.
         process_before_response=False,

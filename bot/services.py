@@ -3,16 +3,64 @@
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 from slack_sdk import WebClient
 
-from bot.config import Settings
+from bot.config import Settings, secret
 from bot.registry import Registry, load_registry
 from bot.slack.client import make_web_client
 from bot.store import Store
+
+
+log = logging.getLogger(__name__)
+
+
+class BoundedPool:
+    """Threads for work that follows an ack, with a bound on what may wait: when `threads + queue` jobs are in,
+    submit() says no at once, so the caller can answer "busy" instead of queueing work for minutes."""
+
+    def __init__(self, threads: int, queue: int, name: str):
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._slots = threading.BoundedSemaphore(threads + queue)
+        self.name = name
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False
+
+        def run() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception:  # a listener's failure is logged like Bolt's own; the pool keeps serving
+                log.exception("%s: work after the ack failed", self.name)
+            finally:
+                self._slots.release()
+
+        self._executor.submit(run)
+        return True
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL without any user:password@ or query string in it (for /healthz and logs)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    if parts.username is not None or parts.password is not None:
+        host = "***@" + host
+    # A query string may carry a token too: it is left out.
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -34,7 +82,7 @@ class Services:
             settings=settings,
             registry=registry,
             store=store,
-            slack=make_web_client(settings.SLACK_BOT_TOKEN, settings.SLACK_API_URL),
+            slack=make_web_client(secret(settings.SLACK_BOT_TOKEN), settings.SLACK_API_URL),
         )
 
     @functools.cached_property
@@ -42,6 +90,13 @@ class Services:
         """Work that follows an ack. Few threads: each competes for the GIL with request threads that must
         ack within Slack's 3 s, so extra commands wait their turn here instead of slowing every ack down."""
         return ThreadPoolExecutor(max_workers=4, thread_name_prefix="after-ack")
+
+    @functools.cached_property
+    def listener_pool(self) -> BoundedPool:
+        """Button clicks' and mentions' work: Bolt's own pool only acks, so slash-command acks never wait
+        behind a transition; when this pool is full the click is answered "busy, try again in a minute"."""
+        return BoundedPool(self.settings.MODELBOT_LISTENER_THREADS, self.settings.MODELBOT_LISTENER_QUEUE,
+                           "listener-work")
 
     @functools.cached_property
     def airflow(self):
@@ -56,8 +111,8 @@ class Services:
         s = self.settings
         return {
             "slack": "socket mode" if s.socket_mode else "http",
-            "airflow": s.AIRFLOW_URL or "not configured",
-            "aws": s.AWS_ENDPOINT_URL or f"region {s.AWS_REGION or self.registry.defaults.region}",
+            "airflow": redact_url(s.AIRFLOW_URL) or "not configured",
+            "aws": redact_url(s.AWS_ENDPOINT_URL) or f"region {s.AWS_REGION or self.registry.defaults.region}",
             "pagerduty": "configured" if s.PAGERDUTY_ROUTING_KEY else "not configured",
             "database": self.store.dialect,
             "models": str(len(self.registry.models)),

@@ -12,6 +12,7 @@ from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot import metrics
+from bot.paging import service as pager
 from bot.services import Services
 
 KNOWN_PATHS = {"/slack/events", "/healthz", "/metrics"}
@@ -21,6 +22,9 @@ class WebApp:
     def __init__(self, services: Services, bolt_app: App):
         self.services = services
         self.slack = SlackRequestHandler(bolt_app, path="/slack/events")
+        # In Socket Mode Slack talks over the socket: the HTTP port serves only /healthz and /metrics, so a
+        # forged request from anyone who can reach the port acts on nothing.
+        self.serves_slack = not services.settings.socket_mode
 
     def health(self) -> tuple[str, dict]:
         report: dict = {"integrations": self.services.integrations()}
@@ -32,9 +36,21 @@ class WebApp:
             report["database"] = "ok"
             status = "200 OK"
         except Exception as exc:  # the point of a health check is to report, not raise
-            report["database"] = f"unreachable: {type(exc).__name__}: {exc}"
+            # The class only: a driver's message can carry the host, the user or the whole URL.
+            report["database"] = f"unreachable ({type(exc).__name__})"
             status = "503 Service Unavailable"
-        report["status"] = "ok" if status.startswith("200") else "degraded"
+        degraded = not status.startswith("200")
+        if not degraded:
+            try:
+                owed = pager.owed_too_long(self.services)
+            except Exception as exc:
+                owed, report["pages"] = [], f"unreadable ({type(exc).__name__})"
+                degraded = True
+            if owed:
+                # A page nobody has received for minutes is the thing a human must hear about.
+                report["pages_owed"] = owed
+                degraded = True
+        report["status"] = "degraded" if degraded else "ok"
         return status, report
 
     def __call__(self, environ, start_response):
@@ -50,6 +66,9 @@ class WebApp:
 
         try:
             if path == "/slack/events":
+                if not self.serves_slack:
+                    return self._plain(recording_start_response, "401 Unauthorized",
+                                       "Socket Mode: Slack's requests are taken over the socket only\n")
                 if method != "POST":
                     return self._plain(recording_start_response, "405 Method Not Allowed", "POST only\n")
                 return self.slack(environ, recording_start_response)
@@ -74,13 +93,13 @@ class WebApp:
         return [body]
 
 
-def serve(app_factory, *, port: int, workers: int, threads: int) -> None:
+def serve(app_factory, *, port: int, workers: int, threads: int, bind: str = "0.0.0.0") -> None:
     """Run the WSGI app under gunicorn (gthread workers): a production server, not Bolt's dev server."""
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", f"0.0.0.0:{port}")
+            self.cfg.set("bind", f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}")
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)

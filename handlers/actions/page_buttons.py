@@ -1,4 +1,6 @@
-"""The Acknowledge / Resolve buttons on a page (in the alert channel and in the on-call's DM)."""
+"""The Acknowledge / Resolve buttons on a page (in the alert channel and in the on-call's DM).
+
+Each click is acked at once and its work handed to the services' bounded listener pool (full: "busy")."""
 
 from __future__ import annotations
 
@@ -20,29 +22,42 @@ def register(app) -> None:
     app.action(pager.RESOLVE_ACTION)(on_resolve)
 
 
-def on_acknowledge(ack, body, client, context, action):
+def on_acknowledge(ack, body, context, action):
     ack()
-    _click(body, client, context, action, verb="acknowledge")
+    _hand_off(body, context, action, verb="acknowledge")
 
 
-def on_resolve(ack, body, client, context, action):
+def on_resolve(ack, body, context, action):
     ack()
-    _click(body, client, context, action, verb="resolve")
+    _hand_off(body, context, action, verb="resolve")
 
 
-def _click(body, client, context, action, *, verb: str) -> None:
+def _hand_off(body, context, action, *, verb: str) -> None:
     services = context["services"]
-    user_id = body.get("user", {}).get("id", "")
+    if not services.listener_pool.submit(_click, body, services, action, verb=verb):
+        _teller(services, body)(":hourglass: modelbot is busy, try again in a minute; nothing was changed.")
+
+
+def _teller(services, body):
+    user_id = (body.get("user") or {}).get("id", "")
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
 
     def tell(text: str) -> None:
         try:
-            client.chat_postEphemeral(channel=channel, user=user_id, text=text)
-        except SlackApiError as exc:
+            services.slack.chat_postEphemeral(channel=channel, user=user_id, text=text)
+        except (SlackApiError, OSError) as exc:
             log.warning("page button: Slack did not show %s the note %r: %s", user_id, text, exc)
 
+    return tell
+
+
+def _click(body, services, action, *, verb: str) -> None:
+    user_id = (body.get("user") or {}).get("id", "")
+    tell = _teller(services, body)
     try:
-        page_id = int(action.get("value") or "")
+        page_id = int(str(action.get("value") or ""))
+        if not 0 < page_id < 2**31:
+            raise ValueError(page_id)
     except ValueError:
         tell(":warning: This button does not name a page; nothing was changed.")
         return

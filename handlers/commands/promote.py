@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot import audit
 from bot.rollouts import service as rollouts
 from bot.rollouts import messages as text
+from bot.rollouts import prompts
 from bot.slack.text import escape
 from bot.rollouts import tables as store
 from handlers.commands.spec import Invocation, Subcommand
@@ -33,6 +34,7 @@ def _confirm_force(inv: Invocation, reason: str | None, variant: str | None) -> 
     services, model = inv.services, inv.model
     with services.store.session() as s:
         active = store.active_for(s, model.name)
+        latest = store.latest_for(s, model.name)
     if active is not None:
         if active.state == "baking":
             inv.reply(text=f"*{escape(model.name)}* is already at 100% (baking); nothing to force.")
@@ -54,7 +56,9 @@ def _confirm_force(inv: Invocation, reason: str | None, variant: str | None) -> 
         question += f"\n*Reason:* {escape(reason)}"
     blocks = text.confirm_blocks(
         question, action_id=text.CONFIRM_FORCE_ACTION, button="Force promotion",
-        value={"model": model.name, "reason": reason, "variant": variant or candidate},
+        # Bound to what it shows: this rollout (or the model's latest when none runs), this candidate, 15 minutes.
+        value=prompts.bind(model=model.name, candidate=candidate, shown=active,
+                           latest_id=latest.id if latest is not None else None, reason=reason, variant=variant),
         dialog_title=f"Force {model.name} to 100%?", dialog_text=description.replace("`", ""),
     )
     inv.reply(text=question, blocks=blocks)

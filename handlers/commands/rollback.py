@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot import audit
 from bot.rollouts import service as rollouts
 from bot.rollouts import messages as text
+from bot.rollouts import prompts
 from bot.slack.text import escape
 from handlers.commands.spec import Invocation, Subcommand
 
@@ -28,7 +29,9 @@ def run_rollback(inv: Invocation) -> None:
     plain = description.replace("`", "").replace("*", "")
     blocks = text.confirm_blocks(
         question, action_id=text.CONFIRM_ROLLBACK_ACTION, button="Roll back",
-        value={"model": model.name, "reason": reason, "rollout_id": target.id},
+        # Bound to what it shows: this rollout and its candidate, for 15 minutes (bot/rollouts/prompts.py).
+        value=prompts.bind(model=model.name, candidate=target.candidate_variant,
+                           shown=target if target.active_model else None, latest_id=target.id, reason=reason),
         dialog_title=f"Roll back {model.name}?", dialog_text=plain,
     )
     inv.reply(text=question, blocks=blocks)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
 from bot import audit
@@ -12,6 +14,8 @@ from bot.rights import NotAllowed, require_change
 from bot.store.foundation import Thread
 from handlers.commands.model import resolve, run_after_ack, usage_text
 from handlers.commands.spec import Invocation
+
+log = logging.getLogger(__name__)
 
 MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
 
@@ -22,6 +26,18 @@ def thread_model(services, channel: str, thread_ts: str) -> str | None:
         return row.model if row else None
 
 
+def on_mention(event, client, context, body):
+    """Bolt acks the event itself; the work goes to the bounded listener pool, never Bolt's own threads."""
+    services = context["services"]
+    if not services.listener_pool.submit(handle_mention, event, client, context, body):
+        thread_ts = event.get("thread_ts") or event.get("ts")
+        try:
+            services.slack.chat_postMessage(channel=event.get("channel", ""), thread_ts=thread_ts,
+                                            text=":hourglass: modelbot is busy, try again in a minute.")
+        except (SlackApiError, OSError) as exc:
+            log.warning("mention: Slack did not take the busy note: %s", exc)
+
+
 def handle_mention(event, client, context, body):
     services = context["services"]
     channel = event.get("channel", "")
@@ -30,7 +46,9 @@ def handle_mention(event, client, context, body):
     words = MENTION.sub("", event.get("text", "")).strip()
 
     def reply(text: str, blocks: list | None = None, **_ignored) -> None:
-        client.chat_postMessage(channel=channel, thread_ts=thread_ts or event.get("ts"), text=text, blocks=blocks)
+        # services.slack cuts every text to Slack's limits.
+        services.slack.chat_postMessage(channel=channel, thread_ts=thread_ts or event.get("ts"), text=text,
+                                        blocks=blocks)
 
     model_name = thread_model(services, channel, thread_ts) if thread_ts else None
     if model_name is None:
@@ -65,4 +83,4 @@ def handle_mention(event, client, context, body):
 
 
 def register(app) -> None:
-    app.event("app_mention")(handle_mention)
+    app.event("app_mention")(on_mention)

@@ -1,0 +1,69 @@
+"""Confirmation prompts bound to what they showed.
+
+A force-promotion, rollback or continue button is a question about one moment: this rollout (or, when none
+was running, the model's latest one), this candidate variant. Its value carries that moment and an expiry; a
+click acts only while the moment still holds. Otherwise an old prompt could, say, put a candidate that was
+rolled back since on 100% of traffic with no analysis.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.rollouts import tables as store
+from bot.slack.text import code, cut
+
+PROMPT_SECONDS = 15 * 60
+# The reason travels in the button's value (Slack allows 2,000 characters for it all).
+REASON_CHARS = 1000
+
+
+def bind(*, model: str, candidate: str | None, shown: Any = None, latest_id: int | None = None,
+         now: float | None = None, **extra: Any) -> dict:
+    """A button value for a prompt about `model`: `shown` is the unfinished rollout the prompt is about (None
+    when none was running; then `latest_id` is the model's latest rollout, or None when it never had one)."""
+    now = time.time() if now is None else now
+    value = {
+        "model": model,
+        "rollout_id": shown.id if shown is not None else latest_id,
+        "active": shown is not None,
+        "candidate": candidate,
+        "expires": int(now + PROMPT_SECONDS),
+    }
+    for key, item in extra.items():
+        value[key] = cut(item, REASON_CHARS) if isinstance(item, str) else item
+    return value
+
+
+def bind_rollout(r, now: float | None = None) -> dict:
+    """The value of a button on a rollout's own message (Continue / Roll back on a paused rollout)."""
+    return bind(model=r.model, candidate=r.candidate_variant, shown=r, now=now)
+
+
+def stale_reason(services, model_name: str, value: dict, *, now: float | None = None,
+                 candidate_now: str | None = None) -> str | None:
+    """Why a click on a prompt with this value must not act (None: it may). `candidate_now` is the candidate
+    the action would use today when no rollout is running (the caller reads it from the endpoint)."""
+    now = time.time() if now is None else now
+    expires = value.get("expires")
+    if not isinstance(expires, (int, float)) or isinstance(expires, bool):
+        return "This prompt is out of date (it was made before prompts carried what they showed)."
+    if now > expires:
+        return f"This prompt is out of date: prompts are good for {PROMPT_SECONDS // 60} minutes."
+    with services.store.session() as s:
+        active = store.active_for(s, model_name)
+        latest = store.latest_for(s, model_name)
+    shown_id = value.get("rollout_id")
+    if value.get("active"):
+        if active is None or active.id != shown_id:
+            return "This prompt is out of date: the rollout it was shown for has ended."
+        current = active.candidate_variant
+    else:
+        if active is not None or (latest.id if latest is not None else None) != shown_id:
+            return "This prompt is out of date: a rollout of this model started or ended since it was shown."
+        current = candidate_now if candidate_now is not None else (latest.candidate_variant if latest else None)
+    if value.get("candidate") is not None and current is not None and current != value.get("candidate"):
+        return (f"This prompt is out of date: it was about {code(str(value.get('candidate')))}, and the candidate "
+                f"is now {code(current)}.")
+    return None
