@@ -17,11 +17,13 @@ from sqlalchemy import select
 from bot.errors import ExternalError
 from bot.integrations import model_registry
 from bot.pipelines import packages
-from bot.rollouts.tables import FINAL_STATES, Rollout, RolloutEvent, by_run_key
+from bot.rollouts.tables import Rollout, RolloutEvent, by_run_key
 
 log = logging.getLogger(__name__)
 
 NAME = "model_registry_sync"
+# The rollout states that end it (bot/rollouts' state strings, read only).
+PROMOTED, ROLLED_BACK, ABORTED = "promoted", "rolled_back", "aborted"
 
 
 def _promotion_text(session, r: Rollout) -> str:
@@ -38,11 +40,11 @@ def _promotion_text(session, r: Rollout) -> str:
 
 def decision_for(session, r: Rollout) -> tuple[str, str] | None:
     """(approval status, description) for an ended rollout; None while it runs."""
-    if r.state not in FINAL_STATES:
+    if r.state not in (PROMOTED, ROLLED_BACK, ABORTED):
         return None
-    if r.state == "promoted":
+    if r.state == PROMOTED:
         return packages.APPROVED, _promotion_text(session, r)
-    if r.state == "rolled_back":
+    if r.state == ROLLED_BACK:
         how = f"rolled back by <@{r.ended_by}>" if r.ended_by else "rolled back automatically"
         return packages.REJECTED, f"modelbot: {how}: {r.ended_reason or 'no reason given'}"
     return packages.UNCHANGED, f"modelbot: rollout aborted ({r.ended_reason or 'no reason given'}); left pending"

@@ -112,7 +112,7 @@ def package_versions(store, model: str) -> PackageVersions:
     with store.session() as s:
         serving = s.scalars(select(ModelPackage).where(ModelPackage.model == model,
                                                        ModelPackage.approval_status == APPROVED)
-                            .order_by(ModelPackage.decided_at.desc(), ModelPackage.id.desc()).limit(1)).first()
+                            .order_by(ModelPackage.id.desc()).limit(1)).first()  # deploys come in order
         newest = s.scalars(select(ModelPackage).where(ModelPackage.model == model)
                            .order_by(ModelPackage.id.desc()).limit(1)).first()
         rolling = newest if newest is not None and newest.approval_status is None else None
