@@ -1,30 +1,66 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# `make run` without SLACK_BOT_TOKEN (environment or .env) starts the local sandbox instead of the real app.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SANDBOX_STAMP := $(VENV)/.installed-sandbox
+TEST_STAMP := $(VENV)/.installed-test
+# Set when SLACK_BOT_TOKEN is in the environment or in .env (a non-empty value).
+HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n 's/^[[:space:]]*SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*\([^[:space:]#]\{1,\}\).*/\1/p' .env | tail -1))
 
-.PHONY: run worker test bench install clean
+.PHONY: run sandbox worker test bench install clean chromium
 
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+
+# Production dependencies only: what `python -m bot` and `python -m jobs` need.
+$(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	@echo "Installing modelbot's dependencies into $(VENV) ..."
+	$(PY) -m pip install --quiet -c constraints.txt -e .
 	touch $(STAMP)
+
+$(SANDBOX_STAMP): $(STAMP)
+	@echo "Installing the sandbox's extra dependencies (moto server) ..."
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[sandbox]'
+	touch $(SANDBOX_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	@echo "Installing the test dependencies ..."
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sandbox]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
+ifeq ($(HAVE_SLACK),)
+run: $(SANDBOX_STAMP)
+	@echo "No SLACK_BOT_TOKEN in the environment or .env: starting the local sandbox (Ctrl-C stops it)."
+	$(PY) -m sandbox
+else
 run: $(STAMP)
 	$(PY) -m bot
+endif
+
+sandbox: $(SANDBOX_STAMP)
+	$(PY) -m sandbox
 
 worker: $(STAMP)
 	$(PY) -m jobs
 
-test: $(STAMP)
+# Debian's Chromium for the browser tests (tests/sandbox); installed when missing and we are root.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Chromium and fonts for the browser tests (apt-get) ..."; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji fonts-lato >/dev/null) \
+			|| echo "Chromium could not be installed: the browser tests will be skipped"; \
+	fi
+
+test: $(TEST_STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .airflow-venv .pytest_cache
+	rm -rf $(VENV) .airflow-venv .pytest_cache .sandbox
