@@ -233,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if metrics_port:
         serve_metrics(int(metrics_port), services.store)
-    # Before the first pass, so the first chart of a run or rollout is not also the one that loads the fonts.
-    # Not for --once: a single pass pays the same cost whether it warms first or draws first.
-    _warm_charts()
     threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
                for job in jobs]
-    for t in threads:
+    threads.sort(key=lambda t: t.name != CONTROLLER)
+    # The controller starts at once: a worker restarted after a crash must not spend its first seconds on
+    # fonts while a rollout waits to be judged (charts use matplotlib's object API, safe beside the warm-up).
+    threads[0].start()
+    # Before the other jobs' first pass, so the first chart of a run is not also the one that loads the fonts.
+    # Not for --once: a single pass pays the same cost whether it warms first or draws first.
+    _warm_charts()
+    for t in threads[1:]:
         t.start()
     log.info("worker %s running %d jobs, each on its own thread; rollout tick %ss, others every %ss, "
              "leases of %ss", holder, len(jobs), tick, interval, lease_ttl)
