@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # Set when SLACK_BOT_TOKEN is in the environment or in .env (a non-empty value).
 HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n 's/^[[:space:]]*SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*\([^[:space:]#]\{1,\}\).*/\1/p' .env | tail -1))
 
-.PHONY: run sandbox worker test bench install clean chromium
+.PHONY: run sandbox worker test bench install clean chromium chaos
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ chromium:
 
 test: $(TEST_STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The chaos test at full length: 50 bad-candidate rollouts, two workers, SIGKILLs, a flaky Slack; PostgreSQL
+# (TEST_DATABASE_URL) required. It watches 130 s more at the end for the page resend window.
+chaos: $(TEST_STAMP)
+	MODELBOT_CHAOS_ITERATIONS=50 MODELBOT_CHAOS_SETTLE_SECONDS=130 $(PY) -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
