@@ -71,3 +71,53 @@ def test_rollback_lands_within_two_ticks_while_a_price_download_trickles(
               f"({trickle.bytes_sent} bytes so far)")
     finally:
         worker.stop()
+
+
+def test_the_bulk_download_gives_up_at_its_deadline_however_steadily_bytes_trickle(trickle):
+    from bot.integrations import price_list
+
+    price_list.gpu_table("us-east-1")  # the SDK's import is CPU time, seconds on a busy machine: not the network's
+    started = time.monotonic()
+    with pytest.raises(price_list.PriceListError) as failure:
+        price_list.fetch_from_bulk("us-east-1", base_url=trickle.url, deadline_seconds=4)
+    took = time.monotonic() - started
+    assert took < 4 + 2, f"the download was given up {took:.1f}s after it began, past its 4 s deadline"
+    assert "deadline" in str(failure.value) and "prices for us-east-1 were not refreshed" in str(failure.value)
+    assert trickle.offer_requests.is_set()
+
+
+def test_web_metrics_show_when_each_job_last_completed(make_services):
+    """GET /metrics of the web process reads the job times the worker wrote (here: one `--once` pass)."""
+    import re
+    import subprocess
+    import sys
+
+    from bot.app import build_app
+    from bot.web import WebApp
+    from tests.harness import ROOT
+
+    services = make_services()
+    env = app_env(slack=services_slack(services), moto_url="http://127.0.0.1:9", database_url=services.store.url,
+                  models_file=services.settings.MODELS_FILE, AIRFLOW_URL="")
+    before = time.time()
+    done = subprocess.run([sys.executable, "-m", "jobs", "--once"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert "rollout_controller: " in done.stdout, done.stdout + done.stderr
+
+    web = WebApp(services, build_app(services, token_verification=False))
+    got: list[str] = []
+    body = b"".join(web({"PATH_INFO": "/metrics", "REQUEST_METHOD": "GET"}, lambda status, headers, exc_info=None: got.append(status)))
+    text = body.decode()
+    assert got == ["200 OK"]
+    for job in ("rollout_controller", "page_escalation", "price_refresh"):
+        value = metric_value(text, "modelbot_job_last_completed_timestamp_seconds", job=job)
+        assert value is not None and before - 1 <= value <= time.time() + 1, f"{job}\n{text}"
+        assert metric_value(text, "modelbot_job_last_duration_seconds", job=job) is not None
+    assert len(re.findall(r"^# TYPE modelbot_job_last_completed_timestamp_seconds ", text, re.M)) == 1
+
+
+def services_slack(services):
+    class _Slack:
+        api_url = services.settings.SLACK_API_URL
+
+    return _Slack()
