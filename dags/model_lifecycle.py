@@ -93,17 +93,21 @@ def _next_variant(stable: str, run_id: str) -> str:
 
 
 def _move_endpoint(sm, endpoint: str, config_name: str) -> None:
-    from botocore.exceptions import ClientError
+    """UpdateEndpoint, and nothing else: an endpoint is never deleted or recreated here, whatever answers.
+
+    (AWS_ENDPOINT_URL may point at a VPC or FIPS endpoint of real AWS, so "an emulator that lacks
+    UpdateEndpoint" cannot be told apart from production; a local emulator gets UpdateEndpoint from
+    sandbox/update_endpoint_proxy.py via AWS_ENDPOINT_URL_SAGEMAKER.)"""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config_name)
-    except ClientError as exc:
-        # Local AWS emulators (moto) lack UpdateEndpoint and answer 500. Only there is recreating the endpoint
-        # acceptable; against AWS (no AWS_ENDPOINT_URL) the error stands.
-        if not os.environ.get("AWS_ENDPOINT_URL") or exc.response["ResponseMetadata"]["HTTPStatusCode"] != 500:
-            raise
-        sm.delete_endpoint(EndpointName=endpoint)
-        sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise AirflowFailException(
+            f"SageMaker did not move endpoint {endpoint} to config {config_name} (UpdateEndpoint failed: {exc}). "
+            f"The endpoint was left as it was, still serving its old config; nothing was deleted. The new "
+            f"config {config_name} exists: retry the task once SageMaker answers, or delete that config."
+        ) from None
 
 
 def build_lifecycle(dag_id: str, *, endpoint: str, metric: str, region: str):

@@ -72,7 +72,7 @@ class AppProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> "AppProcess":
+    def start(self, timeout: float = 90) -> "AppProcess":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot"], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.airflow.airflow_process import DAG_IDS, ensure_venv, start_secured_api, start_standalone
+from sandbox.update_endpoint_proxy import SageMakerProxy
 from tests.harness import ROOT
 
 SECURED_USER, SECURED_PASSWORD = "modelbot", "s3cret-pass"
@@ -59,13 +60,16 @@ def airflow(moto_url, tmp_path_factory):
         if not _alive(int(old.name.split("-", 1)[1])):  # another test run may be using its own right now
             shutil.rmtree(old, ignore_errors=True)
     workdir = homes / f"session-{os.getpid()}"
-    process = start_standalone(venv, workdir, moto_url)
+    # moto lacks UpdateEndpoint, which the DAG's deploy uses (it never deletes an endpoint): the proxy answers it.
+    sagemaker = SageMakerProxy(moto_url).start()
+    process = start_standalone(venv, workdir, moto_url, extra_env={"AWS_ENDPOINT_URL_SAGEMAKER": sagemaker.url})
     _running.append(process)
     try:
         process.wait_ready(timeout=240, dag_ids=DAG_IDS)
         yield process
     finally:
         process.stop()
+        sagemaker.stop()
 
 
 @pytest.fixture(scope="session")
