@@ -1,7 +1,7 @@
 """The rollout controller: one pass over every unfinished rollout.
 
 Per pass:
-1. intents left by a crash or a failed call are finished first (idempotently; see bot/rollouts.py);
+1. intents left by a crash or a failed call are finished first (idempotently; see bot/rollouts/executor.py);
 2. pending rollouts take their first step; baking ones that have baked long enough are promoted;
 3. progressing (and paused) rollouts get their counts since the step began -- one GetMetricData call per
    83 rollouts (500 queries), not one per rollout -- and are judged: shift, wait, roll back or pause.
@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.integrations import cloudwatch
-from bot.rollouts import service as rollouts
+from bot.rollouts import executor, service
 from bot.rollouts import tables as store
+from bot.rollouts.judgement import Counts, judge
+from bot.rollouts.plans import plan_finish_bake, plan_judgement
+from bot.rollouts.states import RolloutState
 from bot.store.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ def tick(services, now: datetime | None = None, *,
         leftovers = [r.id for r in store.needing_work(s) if r.pending is not None]
     for rollout_id in leftovers:
         try:
-            problem = rollouts.carry_out(services, rollout_id)
+            problem = executor.carry_out(services, rollout_id)
         except Exception as exc:  # one broken rollout must not hold up the others
             log.exception("rollout %s: finishing its last transition failed", rollout_id)
             problem = f"{type(exc).__name__}: {exc}"
@@ -69,13 +72,14 @@ def tick(services, now: datetime | None = None, *,
     judged = []
     for r in rows:
         try:
-            if r.state == "pending":
-                after = rollouts.begin(services, r.id, now)
+            if r.state == RolloutState.PENDING:
+                after = service.begin(services, r.id, now)
                 stats.counts["started" if after and after.state != "pending" else "owed"] += 1
-            elif r.state == "baking":
+            elif r.state == RolloutState.BAKING:
                 _bake(services, r, now, stats)
             elif r.step_started_at is not None and (
-                    r.state == "progressing" or (r.state == "paused" and r.resume_state == "progressing")):
+                    r.state == RolloutState.PROGRESSING
+                    or (r.state == RolloutState.PAUSED and r.resume_state == RolloutState.PROGRESSING)):
                 judged.append(r)  # a paused bake has no traffic on the stable variant to compare with
         except Exception as exc:  # one broken rollout must not hold up the others
             log.exception("rollout %s failed in this pass", r.id)
@@ -85,18 +89,16 @@ def tick(services, now: datetime | None = None, *,
 
 
 def _bake(services, r, now: datetime, stats: TickStats) -> None:
-    settings = rollouts.settings_for(services, r.model)
+    settings = executor.settings_for(services, r.model)
     started = r.when("step_started_at")
     if started is None or now - started < timedelta(minutes=settings.bake_minutes):
         return
-    _, plan = rollouts.transition(services, r.id, lambda cur: rollouts.plan_finish_bake(cur, now)
-                                  if cur.state == "baking" and cur.pending is None else None)
+    _, plan = executor.transition(services, r.id, lambda cur: plan_finish_bake(cur, now)
+                                  if cur.state == RolloutState.BAKING and cur.pending is None else None)
     stats.counts["promoted" if plan else "held"] += 1
 
 
 def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_call: int) -> None:
-    from bot.rollouts.judgement import Counts, judge
-
     by_region: dict[str, list] = {}
     for r in rows:
         by_region.setdefault(r.region, []).append(r)
@@ -120,13 +122,13 @@ def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_
                 stats.counts["not judged"] += 1
                 continue
             try:
-                _judge_one(services, r, counts, now, stats, Counts, judge)
+                _judge_one(services, r, counts, now, stats)
             except Exception as exc:
                 log.exception("rollout %s: judging failed", r.id)
                 stats.problems.append(f"rollout {r.id}: {type(exc).__name__}: {exc}")
 
 
-def _judge_one(services, r, counts, now: datetime, stats: TickStats, Counts, judge) -> None:
+def _judge_one(services, r, counts, now: datetime, stats: TickStats) -> None:
     model = services.registry.get(r.model)
     if model is None:
         stats.counts["not judged"] += 1
@@ -140,20 +142,20 @@ def _judge_one(services, r, counts, now: datetime, stats: TickStats, Counts, jud
     stable, candidate = as_counts(counts[r.stable_variant]), as_counts(counts[r.candidate_variant])
     timer = r.when("timer_started_at") or r.when("step_started_at")
     # A paused rollout is judged only for a rollback: its clock does not run towards another pause.
-    minutes = 0.0 if r.state == "paused" else max(0.0, (now - timer).total_seconds() / 60)
+    minutes = 0.0 if r.state == RolloutState.PAUSED else max(0.0, (now - timer).total_seconds() / 60)
     decision = judge(stable, candidate, settings, minutes)
-    plan = rollouts.plan_judgement(r, settings, decision, stable, candidate, now)
+    plan = plan_judgement(r, settings, decision, stable, candidate, now)
     if plan is None:
         # Paused: the history is kept, but the step's message is not edited to "shift" while a human holds it.
-        rollouts.record_judgement(services, r, settings, decision, stable, candidate, now,
-                                  edit=r.state != "paused")
-        stats.counts["held" if r.state == "paused" else "waited"] += 1
+        executor.record_judgement(services, r, settings, decision, stable, candidate, now,
+                                  edit=r.state != RolloutState.PAUSED)
+        stats.counts["held" if r.state == RolloutState.PAUSED else "waited"] += 1
         return
-    committed = rollouts.commit(services, r, plan)
+    committed = executor.commit(services, r, plan)
     if committed is None:
         stats.counts["held"] += 1  # another worker moved it first; it is judged again next pass
         return
-    problem = rollouts.carry_out(services, r.id)
+    problem = executor.carry_out(services, r.id)
     if problem:
         stats.problems.append(f"rollout {r.id}: {problem}")
     stats.counts[{"shift": "shifted", "bake": "baked", "rollback": "rolled back", "pause": "paused"}

@@ -11,13 +11,27 @@ import math
 from datetime import datetime
 from typing import Any
 
+from bot.integrations.sagemaker import EndpointState
 from bot.registry import Model, RolloutSettings
+from bot.rollouts.prompts import bind_rollout
 from bot.slack.text import escape, mention
 
 CONTINUE_ACTION = "rollout_continue"
 PAUSED_ROLLBACK_ACTION = "rollout_paused_rollback"
 CONFIRM_ROLLBACK_ACTION = "rollout_rollback_confirm"
 CONFIRM_FORCE_ACTION = "rollout_force_confirm"
+
+
+def split_line(state: EndpointState) -> str:
+    """An endpoint's traffic split: "`v41` 90% (ml.m5.large) · `v42` 10%"."""
+    if not state.variants:
+        return "no variants"
+    parts = []
+    for v in state.variants:
+        pct = 100 * state.share(v.name)
+        extra = f" ({v.instance_type})" if v.instance_type else ""
+        parts.append(f"`{v.name}` {pct:.0f}%{extra}")
+    return " · ".join(parts)
 
 
 # ---- numbers -------------------------------------------------------------------------------------------
@@ -235,7 +249,7 @@ def pause_message(r, model: Model, *, actor: str | None, reason: str) -> tuple[s
 
 
 def pause_buttons(r) -> dict:
-    value = json.dumps({"rollout_id": r.id})
+    value = json.dumps(bind_rollout(r))
     return {
         "type": "actions",
         "block_id": f"rollout_paused_{r.id}",

@@ -17,13 +17,12 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from bot.rollouts.states import ACTIVE_STATES, FINAL_STATES
 from bot.store.base import Base, as_utc, utcnow
 
 # None must be stored as SQL NULL (not JSON null) so `pending IS NOT NULL` finds exactly the open intents.
 NULLABLE_JSON = JSON(none_as_null=True)
 
-ACTIVE_STATES = ("pending", "progressing", "paused", "baking")
-FINAL_STATES = ("promoted", "rolled_back", "aborted")
 
 
 class Rollout(Base):

@@ -25,7 +25,9 @@ from sqlalchemy import delete, or_, select, update
 from bot.integrations.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
 from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
+from bot.pipelines.packages import record_deploy
 from bot.registry import Model
+from bot.rollouts import service as rollouts
 from bot.slack.text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
@@ -509,9 +511,13 @@ def parse_deploy(value: Any) -> tuple[dict | None, str | None]:
     missing = [k for k in ("endpoint", "stable_variant", "candidate_variant") if not isinstance(value.get(k), str) or not value.get(k)]
     if missing:
         return None, ", ".join(f"`{k}`" for k in missing) + " missing"
-    if value["stable_variant"] == value["candidate_variant"]:
+    # Optional (generated pipelines): the Model Registry package, and whether the deploy created the endpoint
+    # with the candidate alone (a first model: it serves everything, nothing to roll out).
+    extra = {k: value[k] for k in ("model_package_arn",) if isinstance(value.get(k), str) and value[k]}
+    extra |= {"created_endpoint": True} if value.get("created_endpoint") is True else {}
+    if value["stable_variant"] == value["candidate_variant"] and not extra.get("created_endpoint"):
         return None, "`stable_variant` and `candidate_variant` are the same"
-    return {k: value[k] for k in ("endpoint", "stable_variant", "candidate_variant")}, None
+    return {k: value[k] for k in ("endpoint", "stable_variant", "candidate_variant")} | extra, None
 
 
 def _after_evaluation(services, model: Model, evaluation_row: Evaluation, channel: str, thread_ts: str) -> None:
@@ -592,6 +598,9 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
         if dep is None:
             text = (f":warning: Task `deploy` succeeded, but what it returned does not follow the XCom contract "
                     f"({problem}), so no candidate was recorded and no rollout starts.")
+        elif dep.get("created_endpoint"):
+            text = (f":package: Endpoint {code(dep['endpoint'])} was created with {code(dep['candidate_variant'])} "
+                    "alone: a first model has nothing to roll out against, so it serves all traffic now.")
         else:
             with services.store.session() as s:
                 insert_ignore(
@@ -606,6 +615,11 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
                     f"weight 0, beside {code(dep['stable_variant'])}. Starting the gradual rollout in this thread.")
             if model.endpoint and dep["endpoint"] != model.endpoint:
                 text += f"\n:warning: The models file names {code(model.endpoint)} as this model's endpoint."
+        if dep is not None and dep.get("model_package_arn"):  # recorded before the post: a pass may stop there
+            record_deploy(services.store, model=model.name, dag_id=row.dag_id, run_id=row.run_id,
+                          endpoint=dep["endpoint"], variant=dep["candidate_variant"], arn=dep["model_package_arn"],
+                          created_endpoint=bool(dep.get("created_endpoint")))
+            text += f"\nModel Registry: package {code(dep['model_package_arn'])}."
         ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="deploy", channel=row.channel,
                           thread_ts=row.thread_ts, text=text)
         if ts is None:
@@ -638,17 +652,12 @@ def _start_rollout(services, row: RunRecord, model: Model, cand: Candidate) -> b
     """Hands the candidate to the rollout capability; it reports in this thread, idempotently per run."""
     error = None
     try:
-        from bot.rollouts.service import start_from_deploy
-    except ImportError as exc:
-        error = f"the rollout capability is not available in this modelbot ({exc})"
-    else:
-        try:
-            start_from_deploy(services, model.name, endpoint=cand.endpoint, stable_variant=cand.stable_variant,
-                              candidate_variant=cand.candidate_variant, run_id=row.run_id, channel=row.channel,
-                              thread_ts=row.thread_ts)
-        except Exception as exc:
-            log.exception("starting the rollout of %s failed", row.run_id)
-            error = str(exc) if isinstance(exc, ExternalError) else f"{type(exc).__name__}: {exc}"
+        rollouts.start_from_deploy(services, model.name, endpoint=cand.endpoint, stable_variant=cand.stable_variant,
+                                   candidate_variant=cand.candidate_variant, run_id=row.run_id, channel=row.channel,
+                                   thread_ts=row.thread_ts)
+    except Exception as exc:
+        log.exception("starting the rollout of %s failed", row.run_id)
+        error = str(exc) if isinstance(exc, ExternalError) else f"{type(exc).__name__}: {exc}"
     with services.store.session() as s:
         values = {"rollout_error": error[:2000]} if error else {"rollout_started_at": utcnow()}
         s.execute(update(Candidate).where(Candidate.id == cand.id).values(**values))

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select, update
 
+from bot.rollouts import executor
 from bot.rollouts import service as rollouts
 from bot.store.foundation import JobLease
 from bot.rollouts.tables import RolloutEvent
@@ -30,8 +31,8 @@ def kill_at(monkeypatch, point: str) -> list[str]:
             fired.append(name)
             raise Killed(name)
 
-    monkeypatch.setattr(rollouts, "crash_point", crash_point)
-    monkeypatch.setattr(rollouts, "CLAIM_STALE_SECONDS", 0)  # the dead poster's claim is stale at once
+    monkeypatch.setattr(executor, "crash_point", crash_point)
+    monkeypatch.setattr(executor, "CLAIM_STALE_SECONDS", 0)  # the dead poster's claim is stale at once
     return fired
 
 
@@ -133,7 +134,7 @@ def test_worker_process_killed_mid_transition_then_run_again(services, slack, ch
 
     point = "after_aws" if shift else "after_intent"
     killed = run_jobs_once(dict(env, MODELBOT_CRASH_AT=point))
-    assert killed.returncode == rollouts.CRASH_EXIT_CODE, killed.stderr[-2000:]
+    assert killed.returncode == executor.CRASH_EXIT_CODE, killed.stderr[-2000:]
     r = rollouts.load(services, rollout_id)
     assert r.pending is not None and r.state == ("progressing" if shift else "rolled_back")
     assert weights() == ({"v41": 0.75, "v42": 0.25} if shift else {"v41": 0.9, "v42": 0.1})
