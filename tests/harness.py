@@ -89,7 +89,9 @@ class AppProcess:
             except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts before its workers serve
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"modelbot did not answer /healthz within {timeout}s:\n{self.log()}")
+        log = self.log()
+        self.stop()  # a process that never answered is not left running behind the failed test
+        raise RuntimeError(f"modelbot did not answer /healthz within {timeout}s:\n{log}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
