@@ -135,9 +135,9 @@ def retrains(browser, sandbox):
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     slack = Slack(context.new_page(), sandbox.url)
     slack.open_channel("#ml-churn")
-    slack.send("/model retrain churn")
+    slack.retrain("churn")
     slack.open_channel("#ml-fraud")
-    slack.send("/model retrain fraud")
+    slack.retrain("fraud")
     started = time.monotonic()
     yield started
     context.close()

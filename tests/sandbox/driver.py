@@ -42,3 +42,25 @@ class Slack:
         expect(link).to_be_visible(timeout=timeout)
         link.click()
         expect(self.thread).to_be_visible()
+
+    def retrain(self, model: str, attempts: int = 3) -> None:
+        """`/model retrain <model>` in the current channel, as a person would: sent again when modelbot says
+        Airflow did not answer and no run of the model showed up anyway (an overloaded machine's Airflow can
+        take longer than modelbot's 10 s to answer a trigger)."""
+        runs = self.message(re.compile(rf"{model}\b.* retraining run"))
+        refused = self.message(re.compile(rf"`{model}_lifecycle` was not triggered"))
+        for _ in range(attempts):
+            runs_before, refused_before = runs.count(), refused.count()
+            self.send(f"/model retrain {model}")
+            for _ in range(120):
+                if runs.count() > runs_before:
+                    return
+                if refused.count() > refused_before:
+                    break
+                self.page.wait_for_timeout(1000)
+            # Refused (or nothing at all): the run may still have been created; give the watcher time to show it.
+            for _ in range(30):
+                if runs.count() > runs_before:
+                    return
+                self.page.wait_for_timeout(1000)
+        raise AssertionError(f"/model retrain {model} did not start a run in {attempts} attempts")

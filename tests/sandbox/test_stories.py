@@ -67,10 +67,8 @@ def test_traffic_panel_turns_a_healthy_rollout_into_a_rollback(page, sandbox, re
     page.get_by_label("5XX error rate (%) of fraud-prod new variants").fill("0.2")
     page.get_by_role("button", name="Apply error rates to fraud-prod new variants").click()
     expect(page.get_by_label("5XX error rate (%) of fraud-prod new variants")).to_have_value("0.20")
-    slack.send("/model retrain fraud")
-    second_run = re.compile(r"fraud.* retraining run")
-    expect(slack.message(second_run)).to_have_count(2, timeout=2 * MINUTE)
-    slack.open_thread_of(second_run)
+    slack.retrain("fraud")
+    slack.open_thread_of(re.compile(r"fraud.* retraining run"))
     # Healthy: the rollout moves past its first step.
     expect(slack.thread).to_contain_text(re.compile(r"Step 2 of"), timeout=5 * MINUTE)
     candidate = re.search(r"Candidate `?(v\d+)`? is on endpoint", slack.thread.inner_text()).group(1)
@@ -90,7 +88,8 @@ def test_churn_rolls_out_step_by_step_and_is_promoted(page, sandbox, retrains):
         expect(parent).to_contain_text(task, timeout=3 * MINUTE)
     expect(thread.get_by_role("img", name=re.compile(r"evaluation", re.I)).first).to_be_visible(timeout=3 * MINUTE)
     expect(thread).to_contain_text(re.compile(r"Step 1 of"), timeout=3 * MINUTE)
-    expect(thread).to_contain_text(re.compile(r"Promoted", re.I), timeout=7 * MINUTE)
+    expect(thread).to_contain_text("Promoted to 100%", timeout=7 * MINUTE)
+    expect(thread).to_contain_text("Rollout complete", timeout=3 * MINUTE)
     screenshot(page, "churn")
 
 
@@ -98,7 +97,7 @@ def test_rollback_through_its_confirm_dialog(page, sandbox, retrains):
     slack = Slack(page, sandbox.url)
     slack.open_channel("#ml-churn")
     slack.open_thread_of(re.compile(r"churn.* retraining run"), timeout=2 * MINUTE)
-    expect(slack.thread).to_contain_text(re.compile(r"Promoted", re.I), timeout=8 * MINUTE)
+    expect(slack.thread).to_contain_text("Rollout complete", timeout=9 * MINUTE)
     slack.send("/model rollback churn bad calibration")
     prompt = slack.message("Only visible to you").filter(has=page.get_by_role("button", name="Roll back")).last
     expect(prompt).to_be_visible(timeout=MINUTE)
