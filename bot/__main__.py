@@ -54,6 +54,9 @@ def main() -> int:
         from handlers.commands.deferred import ProcessDeferral
 
         worker_services = Services.from_settings(settings, migrate=False)
+        from handlers.commands.status import warm as warm_status
+
+        warm_status(worker_services)  # the first /model status acks from the store: pay its first query now
         if settings.MODELBOT_COMMAND_PROCESSES > 0:
             worker_services.command_deferral = ProcessDeferral(settings.MODELBOT_COMMAND_PROCESSES)
         return WebApp(worker_services, build_app(worker_services))

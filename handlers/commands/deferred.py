@@ -3,9 +3,9 @@
 The web process acks, then hands the command (as plain data) to a small process pool; the child resolves it
 again with its own services and answers through the response_url, as Slack expects.
 
-The children are warm before the first command: each loads every subcommand's imports, the Airflow client,
-the chart modules and matplotlib's font cache when it starts, and the pool is "ready" (GET /healthz) only once
-every child has done so. The queue is bounded (MODELBOT_COMMAND_QUEUE, commands running or waiting, default
+The children are warm before the first command: a fork server loads every subcommand's imports, the Airflow
+client, the chart modules and matplotlib's font cache once (handlers/commands/warm.py), each child is forked
+from it, and the pool is "ready" (GET /healthz) only once every child has started. The queue is bounded (MODELBOT_COMMAND_QUEUE, commands running or waiting, default
 32): past it, the ack says "busy, try again in a minute" instead of promising an answer that would come late.
 """
 
@@ -20,10 +20,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 from slack_sdk.webhook import WebhookClient
 
-from bot.chart_loading import load as load_chart_module
 from bot.config import load_settings
 from bot.services import Services
-from handlers.commands.model import resolve, run_after_ack, subcommands
+from handlers.commands.model import resolve, run_after_ack
 from handlers.commands.spec import Invocation
 
 log = logging.getLogger(__name__)
@@ -34,35 +33,21 @@ CHILD_NICENESS = 10
 QUEUE_ENV = "MODELBOT_COMMAND_QUEUE"
 DEFAULT_QUEUE = 32
 WARM_TIMEOUT = 120
+WARM_MODULE = "handlers.commands.warm"
 
 
 def _init_child(barrier) -> None:
+    """In each command process, forked from the warm fork server: only what must not be shared across a fork."""
     global _child_services, _barrier
     _barrier = barrier
+    _child_services = Services.from_settings(load_settings(), migrate=False)
+    try:
+        _child_services.airflow  # builds the adapter (no network)
+        _child_services.store.ping()  # the first connection (and SQLite's pragmas) before the first command
+    except Exception:
+        log.exception("a command process could not prepare Airflow or the database; its first command will")
     # Post-ack work yields the CPU to the web process, whose acks have Slack's 3 s deadline.
     os.nice(CHILD_NICENESS)
-    _child_services = Services.from_settings(load_settings(), migrate=False)
-    _load_everything(_child_services)
-
-
-def _load_everything(services) -> None:
-    """What a first command would otherwise load on the user's time (seconds, on a shared machine)."""
-    subcommands()  # imports every subcommand module and what they import
-    try:
-        services.airflow  # the Airflow client package is large; building the adapter imports it
-    except Exception:
-        log.exception("the Airflow adapter could not be built in a command process")
-    try:  # an initializer that raises breaks the pool: commands matter more than chart speed
-        # Spawned, not forked: the web process's imports are not inherited, and /model status draws here.
-        load_chart_module("charts.fonts").warm_font_cache()
-        load_chart_module("bot.status.charts")
-        load_chart_module("bot.runs.charts")
-    except Exception:
-        log.exception("the chart modules could not be warmed in a command process")
-    try:
-        services.store.ping()  # the first connection (and SQLite's pragmas) before the first command
-    except Exception:
-        log.exception("the database could not be reached from a command process")
 
 
 def _warm() -> bool:
@@ -101,7 +86,10 @@ class ProcessDeferral:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("spawn")
+        # Forked from a fork server that imported handlers/commands/warm.py once: warm children, started in
+        # milliseconds, without inheriting the web process's threads (a plain fork could deadlock on them).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([WARM_MODULE])
         barrier = context.Barrier(self._processes)
         pool = ProcessPoolExecutor(max_workers=self._processes, mp_context=context, initializer=_init_child,
                                    initargs=(barrier,))
