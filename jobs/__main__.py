@@ -30,6 +30,7 @@ from sqlalchemy import update
 
 from bot import metrics
 from bot.config import ConfigError, load_settings
+from bot.integrations import aws
 from bot.registry import RegistryError
 from bot.store.base import utcnow
 from bot.store.foundation import JobLease, acquire_lease, release_lease
@@ -186,6 +187,18 @@ def serve_metrics(port: int, store) -> ThreadingHTTPServer:
     return server
 
 
+def _warm_aws_clients(services) -> None:
+    """Build the controller's boto3 clients before its first tick: building one loads the service's model
+    (seconds on a busy machine), a cost that would otherwise fall on the first rollback."""
+    regions = {m.region for m in services.registry.models.values()} | {services.registry.defaults.region}
+    for region in sorted(regions):
+        for service in ("cloudwatch", "sagemaker"):
+            try:
+                aws.client(service, region)
+            except Exception:  # the controller says what is wrong when it needs the client
+                log.exception("the %s client for %s could not be built in advance", service, region)
+
+
 def _warm_charts() -> None:
     try:
         from charts.fonts import warm_font_cache
@@ -236,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
                for job in jobs]
     threads.sort(key=lambda t: t.name != CONTROLLER)
+    _warm_aws_clients(services)
     # The controller starts at once: a worker restarted after a crash must not spend its first seconds on
     # fonts while a rollout waits to be judged (charts use matplotlib's object API, safe beside the warm-up).
     threads[0].start()
