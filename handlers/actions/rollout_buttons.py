@@ -95,7 +95,8 @@ def _work(services, body: dict, answer, *, action: str, words: str, act, candida
         if stale:
             audit.record(services.store, user_id=user_id, action=action, model=model.name, outcome="stale",
                          reason=reason, via="button", rollout_id=rollout_id, detail=stale)
-            answer(f":warning: {stale} Nothing was changed; run the command again to see the current state.")
+            answer(f":warning: {stale.rstrip('.')}; nothing was changed. Run the command again to see the "
+                   "current state.")
             return
         outcome = act(services, model, user_id, value)
     except (rollouts.RolloutRefused, ExternalError) as exc:
