@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from slack_sdk import WebClient
 
 from bot.config import Settings, secret
+from bot.integrations.airflow import AirflowAdapter
 from bot.registry import Registry, load_registry
 from bot.slack.client import make_web_client
 from bot.store import Store
@@ -103,8 +104,6 @@ class Services:
         """The Airflow adapter, or None when AIRFLOW_URL is unset (features answer "not configured")."""
         if not self.settings.airflow_configured:
             return None
-        from bot.integrations.airflow import AirflowAdapter
-
         return AirflowAdapter.from_settings(self.settings)
 
     def integrations(self) -> dict[str, str]:
