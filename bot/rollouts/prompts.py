@@ -8,11 +8,12 @@ rolled back since on 100% of traffic with no analysis.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from bot.rollouts import tables as store
-from bot.slack.text import code, cut
+from bot.slack.text import BUTTON_VALUE, code, cut
 
 PROMPT_SECONDS = 15 * 60
 # The reason travels in the button's value (Slack allows 2,000 characters for it all).
@@ -33,6 +34,10 @@ def bind(*, model: str, candidate: str | None, shown: Any = None, latest_id: int
     }
     for key, item in extra.items():
         value[key] = cut(item, REASON_CHARS) if isinstance(item, str) else item
+    # The whole JSON must fit Slack's 2,000 characters (non-ASCII text grows when JSON-escaped): a cut JSON
+    # value would not parse, and the click would act on nothing.
+    while len(json.dumps(value)) > BUTTON_VALUE and value.get("reason"):
+        value["reason"] = cut(value["reason"], max(1, len(value["reason"]) // 2))
     return value
 
 

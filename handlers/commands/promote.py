@@ -6,7 +6,7 @@ from bot import audit
 from bot.rollouts import service as rollouts
 from bot.rollouts import messages as text
 from bot.rollouts import prompts
-from bot.slack.text import escape
+from bot.slack.text import escape, fit_message
 from bot.rollouts import tables as store
 from handlers.commands.spec import Invocation, Subcommand
 
@@ -61,7 +61,8 @@ def _confirm_force(inv: Invocation, reason: str | None, variant: str | None) -> 
                            latest_id=latest.id if latest is not None else None, reason=reason, variant=variant),
         dialog_title=f"Force {model.name} to 100%?", dialog_text=description.replace("`", ""),
     )
-    inv.reply(text=question, blocks=blocks)
+    # A long reason must not make Slack refuse the prompt: cut to Slack's limits with "…".
+    inv.reply(**fit_message({"text": question, "blocks": blocks}))
 
 
 SUBCOMMANDS = [

@@ -6,7 +6,7 @@ from bot import audit
 from bot.rollouts import service as rollouts
 from bot.rollouts import messages as text
 from bot.rollouts import prompts
-from bot.slack.text import escape
+from bot.slack.text import escape, fit_message
 from handlers.commands.spec import Invocation, Subcommand
 
 
@@ -34,7 +34,8 @@ def run_rollback(inv: Invocation) -> None:
                            shown=target if target.active_model else None, latest_id=target.id, reason=reason),
         dialog_title=f"Roll back {model.name}?", dialog_text=plain,
     )
-    inv.reply(text=question, blocks=blocks)
+    # A long reason must not make Slack refuse the prompt: cut to Slack's limits with "…".
+    inv.reply(**fit_message({"text": question, "blocks": blocks}))
 
 
 SUBCOMMANDS = [

@@ -4,6 +4,7 @@ signed requests as Slack sends them, SageMaker in moto, Slack in the emulator, S
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -68,6 +69,8 @@ def test_a_prompt_expires_after_fifteen_minutes_and_names_its_candidate(make_ser
     services = make_services()
     value = prompts.bind(model="fraud", candidate="v2", latest_id=None, now=1_000_000.0, reason="x" * 5000)
     assert len(value["reason"]) == prompts.REASON_CHARS
+    emoji = prompts.bind(model="fraud", candidate="v2", latest_id=None, reason="🚀" * 3000)
+    assert len(json.dumps(emoji)) <= 2000 and emoji["reason"].startswith("🚀")
     assert prompts.stale_reason(services, "fraud", value, now=1_000_000.0 + 14 * 60, candidate_now="v2") is None
     assert "15 minutes" in prompts.stale_reason(services, "fraud", value, now=1_000_000.0 + 16 * 60)
     assert "`v3`" in prompts.stale_reason(services, "fraud", value, now=1_000_000.0 + 60, candidate_now="v3")
