@@ -40,7 +40,7 @@ TRAFFIC = {"endpoints": {
                    "note": "a new variant fails 3% of requests (5XX)"},
 }}
 JOB_INTERVAL_SECONDS = "2"
-ROUTING_KEY = "R0SANDBOX0000000000000000000000"
+ROUTING_KEY = "R0SANDBOX" + "0" * 23  # PagerDuty routing keys are 32 characters
 
 
 def _get(url: str, timeout: float = 2) -> int:
@@ -224,7 +224,8 @@ class World:
             # Airflow's deploy task talks to SageMaker through the proxy (moto lacks UpdateEndpoint).
             self.airflow = airflow_runner.start_standalone(
                 venv, self.workdir / "airflow", moto_url, port=int(self.airflow_url.rsplit(":", 1)[1]),
-                extra_env={"AWS_ENDPOINT_URL_SAGEMAKER": sagemaker_url,
+                # Two api-server workers: the Execution API calls of running tasks must not hold up a trigger.
+                extra_env={"AWS_ENDPOINT_URL_SAGEMAKER": sagemaker_url, "AIRFLOW__API__WORKERS": "2",
                            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"})
             if self.stopping:  # stop() ran while Airflow was being installed or started
                 self.airflow.stop()

@@ -68,7 +68,7 @@ def test_traffic_panel_turns_a_healthy_rollout_into_a_rollback(page, sandbox, re
     page.get_by_role("button", name="Apply error rates to fraud-prod new variants").click()
     expect(page.get_by_label("5XX error rate (%) of fraud-prod new variants")).to_have_value("0.20")
     slack.retrain("fraud")
-    slack.open_thread_of(re.compile(r"fraud.* retraining run"))
+    slack.open_thread_of(re.compile(r"fraud.* retraining run"), timeout=4 * MINUTE)
     # Healthy: the rollout moves past its first step.
     expect(slack.thread).to_contain_text(re.compile(r"Step 2 of"), timeout=5 * MINUTE)
     candidate = re.search(r"Candidate `?(v\d+)`? is on endpoint", slack.thread.inner_text()).group(1)
