@@ -99,6 +99,17 @@ class SageMakerProxy:
 class _Handler(BaseHTTPRequestHandler):
     proxy: SageMakerProxy
 
+    def do_GET(self) -> None:
+        """GET /_proxy/operations: how many calls of each operation were seen (for benchmarks in another process)."""
+        if self.path != "/_proxy/operations":
+            self._send(404, b"{}", {"Content-Type": "application/json"})
+            return
+        with self.proxy._lock:
+            counts: dict[str, int] = {}
+            for op in self.proxy.operations:
+                counts[op] = counts.get(op, 0) + 1
+        self._send(200, json.dumps(counts).encode(), {"Content-Type": "application/json"})
+
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         target = self.headers.get("X-Amz-Target", "")

@@ -92,14 +92,16 @@ def run_status(inv: Invocation) -> None:
         inv.reply(**status_board.render(_board(inv, names), page=_page(inv), pattern=_pattern(inv),
                                         interval=_interval(inv), notes=notes))
         return
-    if "live" in inv.line.flags or snapshot.worker_pass(services) is None:
+    live = "live" in inv.line.flags or snapshot.worker_pass(services) is None
+    if live:
         snapshot.take(services, [inv.model], source="live")
     statuses = [status.from_snapshot(services, inv.model)]
     text, blocks = status.render(statuses, detail=True)
     if inv.thread_ts is not None:
         _in_thread(inv, statuses[0], text, blocks)
         return
-    inv.reply(text=text, blocks=blocks + [_context(":hourglass_flowing_sand: Drawing the charts…")])
+    if live:  # from the snapshot, the ack already showed this
+        inv.reply(text=text, blocks=blocks + [_context(":hourglass_flowing_sand: Drawing the charts…")])
     lines = _charts(inv, statuses[0], post=True)[1]
     note = "\n".join(lines)
     inv.reply(text=f"{text}\n{note}", blocks=blocks + [_context(note)])

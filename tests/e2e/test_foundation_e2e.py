@@ -56,17 +56,7 @@ def test_help_lists_every_subcommand(app, slack):
     assert resp.json()["response_type"] == "ephemeral"
 
 
-def test_status_shows_variants_weights_and_missing_endpoint(app, slack):
-    create_endpoint("churn-prod", {"v41": 0.9, "v42": 0.1})
-    resp, rid = app.command("status", slack=slack)
-    assert resp.status_code == 200
-    assert "Looking up 2 models" in resp.json()["text"]
-    text = reply_text(slack, rid)
-    assert "*churn*" in text and "`v41` 90%" in text and "`v42` 10%" in text
-    assert "production: `v41`" in text
-    assert "endpoint `fraud-prod` not found in us-east-1" in text
-    blocks = slack.responses_for(rid)[-1].body["blocks"]
-    assert blocks[0]["type"] == "header"
+# The list's variants, weights and missing endpoint: tests/status/test_status_e2e.py (moved with issue 12).
 
 
 def test_status_of_one_model(app, slack):

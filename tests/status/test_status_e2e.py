@@ -51,6 +51,7 @@ def test_before_the_first_worker_pass_status_says_so_and_reads_live_once(app, en
     assert "endpoint `fraud-prod` not found in us-east-1" in text
     assert "Read live from SageMaker just now; start the worker (`python -m jobs`)" in text
     assert "2 models: 1 need attention, 0 rolling out, 1 steady" in text
+    assert "*churn*" in text and reply["blocks"][0]["type"] == "header"
 
     # After one worker pass the list is the ack itself, and nothing follows through response_url.
     done = run_jobs_once(env)
