@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, String, bindparam, cast, func, select
+from sqlalchemy import JSON, Integer, String, and_, bindparam, case, cast, func, or_, select
 
 from bot.rollouts.tables import Rollout
 from bot.runs.tables import RunRecord
@@ -63,10 +63,12 @@ class Line:
 
 @dataclass
 class Board:
-    lines: list[Line]
+    lines: list[Line]  # the page's lines, in order
     worker: dict | None  # the worker's last pass, None: it never ran
     now: datetime
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # over every model asked for, not just the page
+    page: int = 1
+    total: int = 0
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,24 +91,52 @@ def _statement(dialect: str):
                 RunRecord.ended_at.label("run_ended_at"), RunRecord.failed_tasks]
     pass_cols = [SnapshotPass.finished_at.label("p_finished_at"), SnapshotPass.seconds.label("p_seconds"),
                  SnapshotPass.interval_seconds.label("p_interval"), SnapshotPass.models.label("p_models")]
+    # The order and the counts are computed here, in SQL, so Python only ever handles one page of rows: the
+    # same rules as classify() (SEVERITY order), which words the lines.
+    active = Rollout.state.in_(ROLLING_STATES + ("paused",))
+    run_failing = or_(RunRecord.state == "failed",
+                      and_(RunRecord.state == "running", cast(RunRecord.failed_tasks, String).notin_(["[]", "null"])))
+    severity = case(
+        (and_(Rollout.state == "rolled_back", Rollout.pending.is_not(None)), 0),
+        (and_(Rollout.state == "rolled_back", Rollout.ended_at >= bindparam("recent_rollback_since")), 1),
+        (Rollout.state == "paused", 2),
+        (and_(active, Rollout.last_error.is_not(None)), 3),
+        (run_failing, 4),
+        (and_(EndpointSnapshot.endpoint.is_not(None), EndpointSnapshot.status.is_not(None),
+              EndpointSnapshot.status != "InService"), 5),
+        (EndpointSnapshot.error.is_not(None), 6),
+        else_=None,
+    )
+    category = case((severity.is_not(None), 0), (Rollout.state.in_(ROLLING_STATES), 1), else_=2)
+    counts = [func.sum(case((category == k, 1), else_=0)).over().label(f"n_{k}") for k in (0, 1, 2)]
     q = (
-        select(reg.c.value, *snap_cols, *roll_cols, *run_cols, *pass_cols)
+        select(reg.c.value, *snap_cols, *roll_cols, *run_cols, *pass_cols, *counts,
+               func.count().over().label("n_total"))
         .select_from(reg)
         .outerjoin(EndpointSnapshot, EndpointSnapshot.model == reg.c.value)
         .outerjoin(Rollout, Rollout.id == latest_rollout)
         .outerjoin(RunRecord, RunRecord.id == latest_run)
         .outerjoin(SnapshotPass, SnapshotPass.name == WORKER_PASS)
+        .order_by(category, severity, reg.c.value)
+        .limit(bindparam("page_limit", type_=Integer))
+        .offset(bindparam("page_offset", type_=Integer))
     )
     return q
 
 
-def query(session, names: list[str]) -> tuple[list[Row], dict | None]:
-    """The one query: registered names ⟕ snapshot ⟕ latest rollout ⟕ latest run ⟕ worker pass."""
+def query(session, names: list[str], *, page: int = 1, now: datetime | None = None
+          ) -> tuple[list[Row], dict | None, dict[str, int]]:
+    """The one query: registered names ⟕ snapshot ⟕ latest rollout ⟕ latest run ⟕ worker pass, ordered
+    attention first, one page of it, with the counts over all of them."""
+    counts = {"attention": 0, "rolling": 0, "steady": 0, "total": 0}
     if not names:
-        return [], _worker_only(session)
+        return [], _worker_only(session), counts
     q = _statement(session.get_bind().dialect.name)
+    params = {"registered_names": json.dumps(names), "recent_rollback_since": (now or utcnow()) - RECENT_ROLLBACK,
+              "page_limit": PAGE_SIZE, "page_offset": (page - 1) * PAGE_SIZE}
     rows, worker = [], None
-    for r in session.connection().execute(q, {"registered_names": json.dumps(names)}).mappings():
+    for r in session.connection().execute(q, params).mappings():
+        counts = {"attention": r["n_0"], "rolling": r["n_1"], "steady": r["n_2"], "total": r["n_total"]}
         if r["p_finished_at"] is not None and worker is None:
             worker = {"finished_at": as_utc(r["p_finished_at"]), "seconds": r["p_seconds"],
                       "interval": r["p_interval"], "models": r["p_models"]}
@@ -124,7 +154,7 @@ def query(session, names: list[str]) -> tuple[list[Row], dict | None]:
                 "state": r["run_state"], "queued_at": as_utc(r["queued_at"]),
                 "ended_at": as_utc(r["run_ended_at"]), "failed_tasks": r["failed_tasks"] or []},
         ))
-    return rows, worker
+    return rows, worker, counts
 
 
 def _registered(dialect: str):
@@ -263,15 +293,17 @@ def line_for(row: Row, now: datetime, stale_after: float) -> Line:
     return Line(name=row.name, category=category, severity=severity, text=cut(text, 600))
 
 
-def build(session, names: list[str], *, interval: float, now: datetime | None = None) -> Board:
+def build(session, names: list[str], *, interval: float, page: int = 1, now: datetime | None = None) -> Board:
     now = now or utcnow()
-    rows, worker = query(session, names)
+    page = max(1, page)
+    rows, worker, counts = query(session, names, page=page, now=now)
+    if not rows and page > 1:  # past the end: the last page instead
+        _, _, counts = query(session, names, page=1, now=now)
+        page = max(1, -(-counts["total"] // PAGE_SIZE))
+        rows, worker, counts = query(session, names, page=page, now=now)
     stale_after = 2 * period(worker, interval)
-    order = {"attention": 0, "rolling": 1, "steady": 2}
-    lines = sorted((line_for(r, now, stale_after) for r in rows),
-                   key=lambda l: (order[l.category], l.severity, l.name))
-    counts = {k: sum(1 for l in lines if l.category == k) for k in order}
-    return Board(lines=lines, worker=worker, now=now, counts=counts)
+    lines = [line_for(r, now, stale_after) for r in rows]
+    return Board(lines=lines, worker=worker, now=now, counts=counts, page=page, total=counts["total"])
 
 
 def select_names(all_names: list[str], pattern: str | None) -> list[str]:
@@ -300,12 +332,12 @@ def freshness(board: Board, interval: float) -> str:
     return note
 
 
-def render(board: Board, *, page: int, pattern: str | None, interval: float, notes: list[str] = ()) -> dict:
+def render(board: Board, *, pattern: str | None, interval: float, notes: list[str] = ()) -> dict:
     """One page as an ephemeral reply: {"text", "blocks"}, within Slack's limits (50 blocks, 3,000 a section)."""
-    total = len(board.lines)
+    total = board.total
     pages = max(1, -(-total // PAGE_SIZE))
-    page = min(max(1, page), pages)
-    shown = board.lines[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    page = board.page
+    shown = board.lines
     title = cut("Model status" + (f", page {page} of {pages}" if pages > 1 else ""), HEADER_LIMIT)
     counts = count_line(board, total, pattern)
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}},

@@ -54,12 +54,12 @@ def _names(inv: Invocation) -> list[str]:
 
 def _board(inv: Invocation, names: list[str]) -> status_board.Board:
     with inv.services.store.session() as s:
-        return status_board.build(s, names, interval=_interval(inv))
+        return status_board.build(s, names, interval=_interval(inv), page=_page(inv))
 
 
 def quick_status(inv: Invocation) -> Ack:
     """The ack: the list, or one model, from the store; never an AWS call."""
-    page = _page(inv)
+    _page(inv)  # a bad --page is a usage error before anything is read
     live = "live" in inv.line.flags
     if inv.model is None:
         if live:
@@ -70,7 +70,7 @@ def quick_status(inv: Invocation) -> Ack:
             return Ack({"text": f"Looking up {len(names)} models live in SageMaker: the worker (`python -m jobs`) "
                                 "has not taken its endpoint snapshot yet, so this status reads them now, once."},
                        follow_up=True)
-        return Ack(status_board.render(board, page=page, pattern=_pattern(inv), interval=_interval(inv)))
+        return Ack(status_board.render(board, pattern=_pattern(inv), interval=_interval(inv)))
     if live or snapshot.worker_pass(inv.services) is None:
         why = "" if live else " (the worker has not taken its endpoint snapshot yet)"
         return Ack({"text": f"Looking up *{inv.model.name}* live in SageMaker{why}…"}, follow_up=True)
@@ -89,8 +89,8 @@ def run_status(inv: Invocation) -> None:
             snapshot.take(services, [services.registry.models[n] for n in names], source="live")
             notes.append("Read live from SageMaker just now; start the worker (`python -m jobs`) to keep a "
                          "snapshot, so status answers at once.")
-        inv.reply(**status_board.render(_board(inv, names), page=_page(inv), pattern=_pattern(inv),
-                                        interval=_interval(inv), notes=notes))
+        inv.reply(**status_board.render(_board(inv, names), pattern=_pattern(inv), interval=_interval(inv),
+                                        notes=notes))
         return
     live = "live" in inv.line.flags or snapshot.worker_pass(services) is None
     if live:
@@ -177,7 +177,7 @@ def warm(services) -> None:
         names = services.registry.names()
         with services.store.session() as s:
             board = status_board.build(s, names, interval=float(services.settings.MODELBOT_JOB_INTERVAL_SECONDS))
-        status_board.render(board, page=1, pattern=None, interval=30.0)
+        status_board.render(board, pattern=None, interval=30.0)
         if names:
             status.render([status.from_snapshot(services, services.registry.models[names[0]])], detail=True)
     except Exception:
