@@ -12,15 +12,13 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 
 from bot.integrations.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
 from bot.chart_loading import load as load_chart_module
@@ -28,6 +26,7 @@ from bot.errors import ExternalError
 from bot.pipelines.packages import record_deploy
 from bot.registry import Model
 from bot.rollouts import service as rollouts
+from bot.slack import outbox
 from bot.slack.text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
@@ -44,9 +43,6 @@ from bot.runs.tables import (
 
 log = logging.getLogger(__name__)
 
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"
-# A claim older than this whose message was never marked posted was left by a crash: take it over.
-CLAIM_STALE = timedelta(seconds=120)
 # Rows committed in Airflow just before the cursor may carry an earlier updated_at: look back a little.
 CURSOR_OVERLAP = timedelta(seconds=30)
 FIRST_LOOKBACK = timedelta(hours=1)
@@ -179,8 +175,9 @@ def _digest(text: str, blocks: list | None) -> str:
 
 # ---------------------------------------------------------------- the outbox
 
-def _event_key(dag_id: str, run_id: str, event: str) -> str:
-    return f"{dag_id}/{run_id}/{event}"
+# The run's thread messages live in run_events, one row per (dag_id, run_id, event); bot/slack/outbox.py posts
+# them exactly once.
+RUN_EVENTS = outbox.OutboxTable(RunEvent, ("dag_id", "run_id", "event"), METADATA_TYPE)
 
 
 def post_once(
@@ -198,138 +195,44 @@ def post_once(
 
     (None, False) means another process is posting it right now, or the post failed and is retried later.
     """
-    store = services.store
-    now = utcnow()
-    key = _event_key(dag_id, run_id, event)
-    with store.session() as s:
-        mine = insert_ignore(
-            s,
-            RunEvent.__table__,
-            dict(dag_id=dag_id, run_id=run_id, event=event, status="claimed", channel=channel, thread_ts=thread_ts,
-                 text=text, blocks=blocks, claimed_by=HOLDER, claimed_at=now),
-            ["dag_id", "run_id", "event"],
-        )
-        row = s.scalars(
-            select(RunEvent).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event == event)
-        ).one()
-        if not mine:
-            if row.status == "posted":
-                return row.message_ts, False
-            if as_utc(row.claimed_at) > now - CLAIM_STALE:
-                return None, False  # someone is posting it now (or failed a moment ago and retries later)
-            # A crash left this claim: take it over, guarded by its old claimed_at so only one process does.
-            taken = s.execute(
-                update(RunEvent)
-                .where(RunEvent.id == row.id, RunEvent.status == "claimed", RunEvent.claimed_at == row.claimed_at)
-                .values(claimed_by=HOLDER, claimed_at=now)
-            ).rowcount == 1
-            if not taken:
-                return None, False
-        event_id, stale_since = row.id, (None if mine else as_utc(row.claimed_at))
-        channel, thread_ts, text, blocks = row.channel, row.thread_ts, row.text, row.blocks
-    if stale_since is not None:
-        found, verified = _find_posted(services, channel, thread_ts, key, stale_since)
-        if found:
-            _mark_posted(store, event_id, found)
-            return found, False
-        if not verified:
-            log.warning("could not check Slack for %s before re-posting it; it may appear twice", key)
-    try:
-        resp = services.slack.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=text, blocks=blocks,
-            metadata={"event_type": METADATA_TYPE, "event_payload": {"key": key}},
-            unfurl_links=False, unfurl_media=False,
-        )
-    except SlackApiError as exc:
-        status = getattr(exc.response, "status_code", 200)
-        if status < 500:
-            # Slack said no (ok=false, or 429 after retries): certainly not posted, so free the claim to retry.
-            with store.session() as s:
-                s.execute(delete(RunEvent).where(RunEvent.id == event_id, RunEvent.status == "claimed"))
-        log.warning("Slack did not post %s in %s: %s", key, channel, exc.response.get("error") if exc.response else exc)
-        return None, False
-    except Exception as exc:  # timeouts: maybe posted; the claim goes stale and is checked in Slack then
-        log.warning("posting %s to Slack failed (%s); it is checked and retried after %ss", key, exc, CLAIM_STALE.seconds)
-        return None, False
-    ts = resp["ts"]
-    _mark_posted(store, event_id, ts)
-    return ts, True
-
-
-def _mark_posted(store, event_id: int, ts: str) -> None:
-    with store.session() as s:
-        s.execute(update(RunEvent).where(RunEvent.id == event_id).values(status="posted", message_ts=ts, posted_at=utcnow()))
+    return outbox.post_once(services, RUN_EVENTS, dict(dag_id=dag_id, run_id=run_id, event=event),
+                            outbox.Message(channel=channel, text=text, blocks=blocks, thread_ts=thread_ts))
 
 
 def claim_event(services, *, dag_id: str, run_id: str, event: str, channel: str, thread_ts: str | None,
                 what: str) -> int | None:
     """Claims one event of a run for work that is not a chat message (a chart upload): the claim's id when this
-    call made it, None when anyone claimed it before (done, in flight, or lost in a crash).
-
-    The same outbox rows as post_once, but a claim is never taken over: an upload carries no event key that
-    Slack could be searched for, so what might have been posted is not posted again (at most once).
-    """
+    call made it, None when anyone claimed it before (done, in flight, or lost in a crash: at most once)."""
+    ident = dict(dag_id=dag_id, run_id=run_id, event=event)
+    if not outbox.claim(services, RUN_EVENTS, ident, channel=channel, thread_ts=thread_ts, what=what):
+        return None
     with services.store.session() as s:
-        mine = insert_ignore(
-            s,
-            RunEvent.__table__,
-            dict(dag_id=dag_id, run_id=run_id, event=event, status="claimed", channel=channel, thread_ts=thread_ts,
-                 text=what, blocks=None, claimed_by=HOLDER, claimed_at=utcnow()),
-            ["dag_id", "run_id", "event"],
-        )
-        if not mine:
-            return None
-        return s.scalars(
-            select(RunEvent.id).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event == event)
-        ).one()
+        return s.scalars(select(RunEvent.id).where(*RUN_EVENTS.where(ident))).one()
 
 
 def finish_event(services, event_id: int, ts: str | None = None) -> None:
     """The claimed work is done (ts: the message it posted, when there is one)."""
-    with services.store.session() as s:
-        s.execute(update(RunEvent).where(RunEvent.id == event_id).values(status="posted", message_ts=ts,
-                                                                           posted_at=utcnow()))
+    outbox.finish(services, RUN_EVENTS, {"id": event_id}, ts)
 
 
 def release_event(services, event_id: int) -> None:
     """Slack certainly did not take the claimed work: free the claim so a later pass tries again."""
-    with services.store.session() as s:
-        s.execute(delete(RunEvent).where(RunEvent.id == event_id, RunEvent.status == "claimed"))
+    outbox.release(services, RUN_EVENTS, {"id": event_id})
 
 
 def claimed_events(services, dag_id: str, run_id: str, prefix: str) -> set[str]:
     """The run's events starting with `prefix` that anyone has claimed or done."""
     with services.store.session() as s:
-        rows = s.scalars(select(RunEvent.event).where(
+        rows = s.execute(select(RunEvent.event, RunEvent.status).where(
             RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.event.startswith(prefix, autoescape=True)))
-        return set(rows)
-
-
-def _find_posted(services, channel: str, thread_ts: str | None, key: str, since: datetime) -> tuple[str | None, bool]:
-    """Looks in Slack for a message carrying this event key: (its ts or None, whether Slack could be asked)."""
-    try:
-        if thread_ts:
-            resp = services.slack.conversations_replies(channel=channel, ts=thread_ts, include_all_metadata=True, limit=1000)
-        else:
-            oldest = f"{(since - timedelta(seconds=30)).timestamp():.6f}"
-            resp = services.slack.conversations_history(channel=channel, oldest=oldest, include_all_metadata=True, limit=1000)
-    except SlackApiError as exc:
-        log.warning("Slack could not be searched for %s: %s", key, exc.response.get("error") if exc.response else exc)
-        return None, False
-    except Exception as exc:
-        log.warning("Slack could not be searched for %s: %s", key, exc)
-        return None, False
-    for message in resp.get("messages") or []:
-        payload = (message.get("metadata") or {}).get("event_payload") or {}
-        if payload.get("key") == key:
-            return message["ts"], True
-    return None, True
+        return {event for event, status in rows if outbox.is_taken(status)}
 
 
 def _posted_events(store, dag_id: str, run_id: str) -> set[str]:
     with store.session() as s:
         rows = s.scalars(
-            select(RunEvent.event).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id, RunEvent.status == "posted")
+            select(RunEvent.event).where(RunEvent.dag_id == dag_id, RunEvent.run_id == run_id,
+                                         RunEvent.status == outbox.POSTED)
         )
         return set(rows)
 
@@ -601,6 +504,11 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
         elif dep.get("created_endpoint"):
             text = (f":package: Endpoint {code(dep['endpoint'])} was created with {code(dep['candidate_variant'])} "
                     "alone: a first model has nothing to roll out against, so it serves all traffic now.")
+        elif model.endpoint and dep["endpoint"] != model.endpoint:
+            # Weights are only ever changed on the endpoint the models file names for the model.
+            text = (f":warning: Task `deploy` put {code(dep['candidate_variant'])} on endpoint {code(dep['endpoint'])}, "
+                    f"but the models file names {code(model.endpoint)} as this model's endpoint, so no candidate was "
+                    "recorded and no rollout starts. Fix the DAG or the models file.")
         else:
             with services.store.session() as s:
                 insert_ignore(
@@ -613,8 +521,6 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
                 )
             text = (f":package: Candidate {code(dep['candidate_variant'])} is on endpoint {code(dep['endpoint'])} at "
                     f"weight 0, beside {code(dep['stable_variant'])}. Starting the gradual rollout in this thread.")
-            if model.endpoint and dep["endpoint"] != model.endpoint:
-                text += f"\n:warning: The models file names {code(model.endpoint)} as this model's endpoint."
         if dep is not None and dep.get("model_package_arn"):  # recorded before the post: a pass may stop there
             record_deploy(services.store, model=model.name, dag_id=row.dag_id, run_id=row.run_id,
                           endpoint=dep["endpoint"], variant=dep["candidate_variant"], arn=dep["model_package_arn"],
