@@ -31,6 +31,12 @@
         return hold('<span class="mention">@' + esc(label || (names && names[id]) || id) + "</span>");
       }
       if (target.startsWith("#")) return hold('<span class="mention">#' + esc(label || target.slice(1)) + "</span>");
+      if (target.startsWith("!date^")) {
+        // <!date^epoch^format|fallback>: Slack shows the time in the reader's zone; the fallback is enough here.
+        const epoch = Number(target.split("^")[1]);
+        const shown = Number.isFinite(epoch) ? new Date(epoch * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : (label || "");
+        return hold("<time>" + esc(shown) + "</time>");
+      }
       if (target.startsWith("!subteam^")) return hold('<span class="mention">@' + esc(label || "oncall") + "</span>");
       if (target.startsWith("!")) return hold('<span class="mention">@' + esc(label || target.slice(1).split("^")[0]) + "</span>");
       if (/^(https?:|mailto:)/.test(target)) {

@@ -27,11 +27,11 @@ class Slack:
 
     @property
     def channel(self) -> Locator:
-        return self.page.get_by_role("log", name="Messages")
+        return self.page.get_by_role("log", name="Messages", exact=True)
 
     @property
     def thread(self) -> Locator:
-        return self.page.get_by_role("log", name="Thread messages")
+        return self.page.get_by_role("log", name="Thread messages", exact=True)
 
     def message(self, text: str | re.Pattern, where: Locator | None = None) -> Locator:
         return (where or self.channel).locator(".message").filter(has_text=text)

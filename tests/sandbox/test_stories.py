@@ -64,9 +64,18 @@ def test_traffic_panel_turns_a_healthy_rollout_into_a_rollback(page, sandbox, re
     # After fraud's first candidate rolled back, make the next new variant healthy, and retrain.
     slack.open_thread_of(re.compile(r"fraud.* retraining run"), timeout=2 * MINUTE)
     expect(slack.thread).to_contain_text("rolled back automatically", timeout=7 * MINUTE)
-    page.get_by_label("5XX error rate (%) of fraud-prod new variants").fill("0.2")
-    page.get_by_role("button", name="Apply error rates to fraud-prod new variants").click()
-    expect(page.get_by_label("5XX error rate (%) of fraud-prod new variants")).to_have_value("0.20")
+    # The rolled-back candidate stays on the endpoint at 0% (the next deploy reuses it): heal it, and any new one.
+    stable = "v17"
+    panel = page.get_by_role("region", name="Simulated traffic")
+    rates = panel.get_by_label(re.compile(r"^5XX error rate \(%\) of fraud-prod "))
+    expect(rates.first).to_be_visible()
+    for label in [rates.nth(i).get_attribute("aria-label") for i in range(rates.count())]:
+        target = label.rsplit(" ", 1)[-1] if not label.endswith("new variants") else "new variants"
+        if target == stable:
+            continue
+        panel.get_by_label(label).fill("0.2")
+        panel.get_by_role("button", name=f"Apply error rates to fraud-prod {target}").click()
+        expect(panel.get_by_label(label)).to_have_value("0.20")
     slack.retrain("fraud")
     slack.open_thread_of(re.compile(r"fraud.* retraining run"), timeout=4 * MINUTE)
     # Healthy: the rollout moves past its first step.
