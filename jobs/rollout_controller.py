@@ -2,10 +2,13 @@
 
 Per pass:
 1. intents left by a crash or a failed call are finished first (idempotently; see bot/rollouts/executor.py);
+   only their traffic part can be owed: messages wait in the Slack outbox (jobs/outbox_delivery.py), so a
+   Slack outage never keeps a rollout from being judged;
 2. pending rollouts take their first step; baking ones that have baked long enough are promoted;
 3. progressing (and paused) rollouts get their counts since the step began -- one GetMetricData call per
    83 rollouts (500 queries), not one per rollout -- and are judged: shift, wait, roll back or pause.
    A paused rollout is only acted on when the candidate is shown to be worse.
+Messages are tried after each traffic change, until Slack's first failure in the tick.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.integrations import cloudwatch
-from bot.rollouts import executor, service
+from bot.rollouts import executor, notices, service
 from bot.rollouts import tables as store
 from bot.rollouts.judgement import Counts, judge
 from bot.rollouts.plans import plan_finish_bake, plan_judgement
@@ -33,6 +36,15 @@ class TickStats:
     counts: Counter = field(default_factory=Counter)
     cloudwatch_calls: int = 0
     problems: list[str] = field(default_factory=list)
+    # Set at Slack's first failure in this tick: no more messages are tried until the next one (they wait in
+    # the outbox), so an outage costs a tick one Slack timeout, not one per rollout.
+    slack_failing: bool = False
+
+    def deliver(self, services, rollout_id: int) -> None:
+        if self.slack_failing:
+            return
+        if notices.deliver(services, rollout_id).failed:
+            self.slack_failing = True
 
     def summary(self) -> str:
         c = self.counts
@@ -59,7 +71,8 @@ def tick(services, now: datetime | None = None, *,
         leftovers = [r.id for r in store.needing_work(s) if r.pending is not None]
     for rollout_id in leftovers:
         try:
-            problem = executor.carry_out(services, rollout_id)
+            problem = executor.carry_out(services, rollout_id, deliver=False)
+            stats.deliver(services, rollout_id)
         except Exception as exc:  # one broken rollout must not hold up the others
             log.exception("rollout %s: finishing its last transition failed", rollout_id)
             problem = f"{type(exc).__name__}: {exc}"
@@ -147,15 +160,18 @@ def _judge_one(services, r, counts, now: datetime, stats: TickStats) -> None:
     plan = plan_judgement(r, settings, decision, stable, candidate, now)
     if plan is None:
         # Paused: the history is kept, but the step's message is not edited to "shift" while a human holds it.
-        executor.record_judgement(services, r, settings, decision, stable, candidate, now,
-                                  edit=r.state != RolloutState.PAUSED)
+        edited = executor.record_judgement(services, r, settings, decision, stable, candidate, now,
+                                           edit=r.state != RolloutState.PAUSED and not stats.slack_failing)
+        stats.slack_failing |= not edited
         stats.counts["held" if r.state == RolloutState.PAUSED else "waited"] += 1
         return
     committed = executor.commit(services, r, plan)
     if committed is None:
         stats.counts["held"] += 1  # another worker moved it first; it is judged again next pass
         return
-    problem = executor.carry_out(services, r.id)
+    # The traffic part first, for every rollout judged; what it says is tried once Slack is known to answer.
+    problem = executor.carry_out(services, r.id, deliver=False)
+    stats.deliver(services, r.id)
     if problem:
         stats.problems.append(f"rollout {r.id}: {problem}")
     stats.counts[{"shift": "shifted", "bake": "baked", "rollback": "rolled back", "pause": "paused"}

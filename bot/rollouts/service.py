@@ -17,17 +17,22 @@ from sqlalchemy import update
 from bot.errors import ExternalError
 from bot.integrations import sagemaker
 from bot.registry import Model
-from bot.rollouts import executor
+from bot.rollouts import executor, notices
 from bot.rollouts import messages as text
 from bot.rollouts import tables as store
 from bot.rollouts.executor import COMMAND_ATTEMPTS, RolloutRefused, load, settings_for, transition
 from bot.rollouts.plans import plan_abort, plan_bake, plan_enter_step, plan_pause, plan_resume, plan_rollback
 from bot.rollouts.states import Event, RolloutState, allows
 from bot.rollouts.tables import Rollout
+from bot.slack import outbox
 from bot.store.base import utcnow
 from bot.store.foundation import Thread, insert_ignore
 
 log = logging.getLogger(__name__)
+
+
+class RolloutNotBegun(ExternalError):
+    """The rollout is recorded but its thread could not be opened yet; the controller begins it later."""
 
 
 @dataclass
@@ -46,9 +51,11 @@ def _open_thread(services, r: Rollout, model: Model) -> None:
     if r.thread_ts:
         return
     body, blocks = text.parent_message(r, model, state_line=text.state_line(r))
-    ts = executor.post_once(services, r, "parent", model.channel, None, (body, blocks))
+    ts, _ = outbox.post_once(services, outbox.QUEUE, {"key": notices.key(r.id, "parent")},
+                             outbox.Message(channel=model.channel, text=body, blocks=blocks),
+                             columns={"subject": notices.subject(r.id)})
     if ts is None:
-        return
+        raise RolloutNotBegun(f"Slack did not take the rollout thread's first message in {model.channel}")
     with services.store.session() as s:
         s.execute(update(Rollout).where(Rollout.id == r.id).values(thread_channel=model.channel, thread_ts=ts))
         insert_ignore(s, Thread.__table__, {"kind": "rollout", "key": str(r.id), "model": r.model,
@@ -61,6 +68,11 @@ def begin(services, rollout_id: int, now: datetime | None = None) -> Rollout | N
     now = now or utcnow()
     r = load(services, rollout_id)
     if r is None or r.state != RolloutState.PENDING:
+        return r
+    older = executor.older_traffic_owed(services, r)
+    if older is not None:
+        # An earlier rollout's traffic change (an abort taking its candidate to 0) comes first.
+        log.warning("rollout %s waits: rollout %s still owes a traffic change", rollout_id, older)
         return r
     model = services.registry.get(r.model)
     if not r.thread_ts and model is not None:
@@ -110,6 +122,10 @@ def start_from_deploy(services, model_name: str, *, endpoint: str, stable_varian
     model = services.registry.get(model_name)
     if model is None:
         raise ValueError(f"model {model_name!r} is not in the models file")
+    if model.endpoint and endpoint != model.endpoint:
+        raise RolloutRefused(f"the deploy names endpoint `{text.escape(endpoint)}`, but the models file names "
+                             f"`{text.escape(model.endpoint)}` as {text.escape(model_name)}'s endpoint; nothing was "
+                             "started on either")
     run_key = f"{model_name}/{run_id}"
     with services.store.session() as s:
         existing = store.by_run_key(s, run_key)

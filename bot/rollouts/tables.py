@@ -4,9 +4,10 @@ Every change of a rollout row goes through `save()`: UPDATE ... WHERE id = ? AND
 worker and a Slack command) that read the same version cannot both move the rollout on; the loser sees 0 rows
 updated and reads again.
 
-`pending` is the outbox: the AWS change and the messages a transition implies, written in the same UPDATE as
-the new state, before anything is done outside. It is cleared once all of it is done, so a worker killed at
-any point finds it on the next pass and completes it (each part is idempotent).
+`pending` is the transition's intent: the AWS change and the messages it implies, written in the same UPDATE as
+the new state, before anything is done outside. It is cleared as soon as SageMaker has what it wants, in the
+transaction that queues the messages in the Slack outbox; a worker killed at any point finds it on the next
+pass and completes it (each part is idempotent). So a non-empty `pending` means: a traffic change is owed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from bot.rollouts.states import ACTIVE_STATES, FINAL_STATES
+from bot.rollouts.states import ACTIVE_STATES, FINAL_STATES  # noqa: F401 -- FINAL_STATES: for readers of the table
 from bot.store.base import Base, as_utc, utcnow
 
 # None must be stored as SQL NULL (not JSON null) so `pending IS NOT NULL` finds exactly the open intents.
@@ -108,11 +109,8 @@ class RolloutEvent(Base):
 
 
 class RolloutMessage(Base):
-    """Each Slack message a rollout posts, claimed before it is posted so it is posted once.
-
-    A claim without a ts is a post in flight, or one whose poster died; after CLAIM_STALE_SECONDS the next
-    executor looks for it in the thread (by its metadata) before posting it again.
-    """
+    """The Slack messages rollouts posted before the one outbox (slack_outbox, bot/slack/outbox.py) took them
+    over. Nothing writes here any more; the table stays for the history it holds."""
 
     __tablename__ = "rollout_messages"
     __table_args__ = (UniqueConstraint("rollout_id", "key", name="uq_rollout_messages_rollout_id_key"),)

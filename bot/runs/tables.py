@@ -1,9 +1,10 @@
 """Airflow runs as modelbot saw them, the thread messages posted for them (an outbox), and their evidence.
 
-run_events is the outbox that makes every thread message exactly-once: a message's row is claimed (inserted,
-with the text it will carry) before it is posted and marked posted after. A claim left behind by a crash is
-taken over after CLAIM_STALE_SECONDS, and the new owner first looks in Slack for the message (it carries the
-event key in its metadata) before posting it, so the message is neither lost nor posted twice.
+run_events is the runs' table of the one Slack outbox (bot/slack/outbox.py), which makes every thread message
+exactly-once: a message's row is claimed (inserted, with the text it will carry) before it is posted and marked
+posted after. A claim left behind by a crash is taken over after the outbox's CLAIM_STALE, and the new owner
+first looks in Slack for the message (it carries the event key in its metadata) before posting it, so the
+message is neither lost nor posted twice.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ from sqlalchemy import func, select, update
 
 from bot.rollouts import executor
 from bot.rollouts import service as rollouts
+from bot.slack import outbox
 from bot.store.foundation import JobLease
 from bot.rollouts.tables import RolloutEvent
-from jobs import rollout_controller
+from jobs import outbox_delivery, rollout_controller
 from tests.harness import app_env, run_jobs_once
 from tests.rollout.conftest import Traffic, put_traffic, weights
 from tests.rollout.test_scenarios import churn, deploy, pages
@@ -32,7 +33,8 @@ def kill_at(monkeypatch, point: str) -> list[str]:
             raise Killed(name)
 
     monkeypatch.setattr(executor, "crash_point", crash_point)
-    monkeypatch.setattr(executor, "CLAIM_STALE_SECONDS", 0)  # the dead poster's claim is stale at once
+    monkeypatch.setattr(outbox, "crash_point", crash_point)
+    monkeypatch.setattr(outbox, "CLAIM_STALE", timedelta(0))  # the dead poster's claim is stale at once
     return fired
 
 
@@ -59,12 +61,14 @@ def test_killed_while_shifting_resumes_with_exactly_one_shift(services, slack, c
         rollout_controller.tick(services, t0 + timedelta(minutes=30))
     assert fired == [point]
     r = rollouts.load(services, rollout_id)
-    assert r.step_index == 1 and r.pending is not None  # decided and written down before acting
+    # Decided and written down before acting; after the post, SageMaker is done and the messages are queued.
+    assert r.step_index == 1 and (r.pending is None) == (point == "after_post")
     if point == "after_intent":
         assert weights() == {"v41": 0.9, "v42": 0.1}  # killed before SageMaker was called
 
     for minute in (31, 32, 33):  # the next passes: the first finishes the shift, the others wait
         rollout_controller.tick(services, t0 + timedelta(minutes=minute))
+        outbox_delivery.run_once(services)
     assert weights() == {"v41": 0.75, "v42": 0.25}
     r = rollouts.load(services, rollout_id)
     assert r.state == "progressing" and r.step_index == 1 and r.pending is None and r.evidence_ts
@@ -82,6 +86,7 @@ def test_killed_while_rolling_back_pages_exactly_once(services, slack, churn_end
     assert rollouts.load(services, rollout_id).state == "rolled_back"
     for minute in (31, 32):
         rollout_controller.tick(services, t0 + timedelta(minutes=minute))
+        outbox_delivery.run_once(services)
     assert weights() == {"v41": 1.0, "v42": 0.0}
     assert len(pages(slack)) == 1
     assert len([m for m in slack.thread("C0CHURN", parent) if m["text"].startswith(":rotating_light:")]) == 1
@@ -134,7 +139,7 @@ def test_worker_process_killed_mid_transition_then_run_again(services, slack, ch
 
     point = "after_aws" if shift else "after_intent"
     killed = run_jobs_once(dict(env, MODELBOT_CRASH_AT=point))
-    assert killed.returncode == executor.CRASH_EXIT_CODE, killed.stderr[-2000:]
+    assert killed.returncode == outbox.CRASH_EXIT_CODE, killed.stderr[-2000:]
     r = rollouts.load(services, rollout_id)
     assert r.pending is not None and r.state == ("progressing" if shift else "rolled_back")
     assert weights() == ({"v41": 0.75, "v42": 0.25} if shift else {"v41": 0.9, "v42": 0.1})
