@@ -64,7 +64,7 @@ test: $(TEST_STAMP) chromium
 chaos: $(TEST_STAMP)
 	MODELBOT_CHAOS_ITERATIONS=50 MODELBOT_CHAOS_SETTLE_SECONDS=130 $(PY) -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

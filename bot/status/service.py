@@ -6,6 +6,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bot.pipelines.packages import package_versions
 from bot.rollouts import service as rollouts
 from bot.rollouts.messages import split_line
 from bot.status.board import age_text, cut
@@ -55,10 +56,7 @@ def gather(services, models: list[Model], *, detail: bool = False) -> list[Model
                 log.exception("status: %s for %s failed", attr, model.name)
                 setattr(status, attr, "_could not be read (logged)_")
         if detail:
-            try:
-                status.details.extend(runs.run_history_lines(services, model))
-            except Exception:
-                log.exception("status: run history for %s failed", model.name)
+            status.details.extend(_history(services, model))
         result.append(status)
     return result
 
@@ -137,11 +135,21 @@ def from_snapshot(services, model: Model) -> ModelStatus:
         except Exception:
             log.exception("status: %s for %s failed", attr, model.name)
             setattr(status, attr, "_could not be read (logged)_")
-    try:
-        status.details.extend(runs.run_history_lines(services, model))
-    except Exception:
-        log.exception("status: run history for %s failed", model.name)
+    status.details.extend(_history(services, model))
     return status
+
+
+def _history(services, model: Model) -> list[str]:
+    """The single-model view's extra lines: Model Registry packages, then the run history. A failing read is
+    logged and left out: the rest of the status stands."""
+    lines: list[str] = []
+    for what, read in (("packages", lambda: package_versions(services.store, model.name).lines()),
+                       ("run history", lambda: runs.run_history_lines(services, model))):
+        try:
+            lines.extend(read())
+        except Exception:
+            log.exception("status: %s for %s failed", what, model.name)
+    return lines
 
 
 def read_line(row) -> str:

@@ -6,11 +6,19 @@ from datetime import timedelta
 
 import pytest
 
+from sqlalchemy import update
+
+from bot.registry import RolloutSettings
+from bot.rollouts import executor
 from bot.rollouts import service as rollouts
+from bot.rollouts.plans import plan_rollback, view
+from bot.rollouts.tables import Rollout
 from handlers.events.mention import thread_model
 from tests.endpoints import create_endpoint
 from tests.rollout.conftest import weights
 from tests.rollout.test_scenarios import churn, deploy
+
+SETTINGS = RolloutSettings()
 
 
 def test_deploy_starts_once_per_run(services, slack, churn_endpoint, t0, sagemaker_proxy):
@@ -76,3 +84,32 @@ def test_promote_with_variant_picks_the_named_candidate(services, slack, rollout
     outcome = rollouts.start_from_slack(services, churn(services), user_id="U0ADMIN", variant="v43")
     assert "`v43` replacing `v41`" in outcome.text
     assert weights() == {"v41": 0.9, "v42": 0.0, "v43": 0.1}
+
+
+def test_a_new_deploy_takes_the_aborted_candidate_to_zero_before_its_first_step(services, slack, churn_endpoint, t0,
+                                                                                  sagemaker_proxy):
+    old, _ = deploy(services, slack, t0, run_id="manual__1")
+    assert weights() == {"v41": 0.9, "v42": 0.1}
+    new, _ = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
+    assert rollouts.load(services, old).state == "aborted" and rollouts.load(services, old).pending is None
+    # The abort's weights (v42 to 0) were set, then the new rollout's first step: two weight changes, in order.
+    calls = [c for c in sagemaker_proxy.weight_calls]
+    assert [dict((v["VariantName"], v["DesiredWeight"]) for v in c["DesiredWeightsAndCapacities"])
+            for c in calls[-2:]] == [{"v41": 1.0, "v42": 0.0}, {"v41": 0.9, "v42": 0.1}]
+    assert weights() == {"v41": 0.9, "v42": 0.1}
+
+
+def test_an_intent_superseded_by_a_newer_rollout_is_dropped_not_carried_out(services, slack, churn_endpoint, t0):
+    """A stuck rollback of an old rollout must not force old weights against the model's newer rollout."""
+    old, _ = deploy(services, slack, t0, run_id="manual__1")
+    new, _ = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
+    assert weights() == {"v41": 0.9, "v42": 0.1}
+    stale = plan_rollback(view(rollouts.load(services, old), state="progressing", active_model="churn"), SETTINGS, t0 + timedelta(minutes=6), automatic=True,
+                          actor=None, reason="an old worker's late judgement")
+    with services.store.session() as s:  # the old rollout's intent, as a slow worker would have left it
+        s.execute(update(Rollout).where(Rollout.id == old).values(
+            pending=stale.intent.to_json(), target_weights={"v41": 1.0, "v42": 0.0}))
+    assert executor.carry_out(services, old) is None
+    assert weights() == {"v41": 0.9, "v42": 0.1}  # the newer rollout's step stands
+    dropped = rollouts.load(services, old)
+    assert dropped.pending is None and f"superseded by rollout {new}" in dropped.last_error

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.runs.service import watch_pass
+from bot.rollouts.tables import Rollout
 from bot.runs.tables import Candidate, RunRecord
 from sandbox.scripted_airflow import FakeAirflow, run_json, task_json, xcom_json
 
@@ -69,3 +70,23 @@ def test_contract_breaks_and_a_failing_rollout_start_are_told_once(fake, slack, 
     assert cand.rollout_error == "RuntimeError: SageMaker said no" and cand.rollout_started_at is None
     assert run.settled and run.requested_by == "U0ALICE"
     assert "Started by <@U0ALICE>" in parent["text"]
+
+
+def test_a_deploy_naming_another_endpoint_starts_nothing_and_says_so(fake, slack, database_url, models_file,
+                                                                      make_services):
+    """Weights change only on the endpoint the models file names: a DAG that deployed elsewhere gets no rollout."""
+    serve(fake, {"deploy": {"endpoint": "someone-elses-prod", "stable_variant": "v41", "candidate_variant": "v42"}})
+    services = make_services(AIRFLOW_URL=fake.url)
+    try:
+        for _ in range(2):
+            watch_pass(services)
+        with services.store.session() as s:
+            candidates = s.scalars(select(Candidate)).all()
+            rollouts = s.scalars(select(Rollout)).all()
+    finally:
+        services.store.dispose()
+    assert candidates == [] and rollouts == []
+    [parent] = [m for m in slack.messages("C0CHURN") if m.get("thread_ts") in (None, m["ts"])]
+    texts = [m["text"] for m in slack.thread("C0CHURN", parent["ts"])[1:]]
+    [said] = [t for t in texts if "someone-elses-prod" in t]
+    assert "the models file names `churn-prod`" in said and "no rollout starts" in said, said
