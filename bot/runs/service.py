@@ -3,7 +3,8 @@
 The thread's parent message is kept up to date in place (one line per task); replies go into the thread when a
 task fails, when `evaluate` and `deploy` report their evidence, and when the run ends. Every reply goes through
 the run_events outbox (bot/store/runs.py), so it is posted exactly once whoever posts it: the /model retrain
-handler, one worker, or two workers at once, across crashes and restarts.
+handler, one worker, or two workers at once, across crashes and restarts. What each message says is built
+in bot/runs/messages.py; this module decides what is posted and when.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,9 +27,10 @@ from bot.pipelines.packages import record_deploy
 from bot.registry import Model
 from bot.rollouts import service as rollouts
 from bot.slack import outbox
-from bot.slack.text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
+from bot.runs import messages
+from bot.runs.messages import SLACK_ID, render_parent
 from bot.runs.tables import (
     Candidate,
     Evaluation,
@@ -51,122 +52,14 @@ MAX_BACKOFF_SECONDS = 600
 SETTLE_GIVE_UP = timedelta(days=2)
 WATCHER = "run_watcher"
 METADATA_TYPE = "modelbot_run_event"
-SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-
-STATE_ICONS = {
-    "success": ":white_check_mark:",
-    "failed": ":x:",
-    "running": ":hourglass_flowing_sand:",
-    "queued": ":clock3:",
-    "scheduled": ":clock3:",
-    "up_for_retry": ":repeat:",
-    "up_for_reschedule": ":repeat:",
-    "upstream_failed": ":no_entry_sign:",
-    "skipped": ":fast_forward:",
-    "removed": ":heavy_minus_sign:",
-    "deferred": ":zzz:",
-    "restarting": ":arrows_counterclockwise:",
-    None: ":white_circle:",
-}
-
-
 class NotConfigured(ExternalError):
     pass
 
 
 def require_airflow(services, not_done: str = "nothing was triggered") -> AirflowAdapter:
     if services.airflow is None:
-        raise NotConfigured(f"Airflow is not configured (set AIRFLOW_URL); {not_done}.")
+        raise NotConfigured(messages.airflow_not_configured(not_done))
     return services.airflow
-
-
-# ---------------------------------------------------------------- formatting
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0 or math.isnan(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h {m:02d}m"
-
-
-def _ago(when: datetime | None) -> str:
-    if when is None:
-        return ""
-    secs = (utcnow() - as_utc(when)).total_seconds()
-    if secs < 90:
-        return "just now"
-    if secs < 5400:
-        return f"{int(secs // 60)} min ago"
-    if secs < 172800:
-        return f"{int(secs // 3600)} h ago"
-    return f"{int(secs // 86400)} days ago"
-
-
-def run_duration(row: RunRecord) -> float | None:
-    start = as_utc(row.started_at or row.queued_at)
-    end = as_utc(row.ended_at)
-    if start is None:
-        return None
-    return ((end or utcnow()) - start).total_seconds()
-
-
-def who_started(row: RunRecord) -> str:
-    if row.requested_by and SLACK_ID.match(row.requested_by):
-        return mention(row.requested_by)
-    if row.run_type == "scheduled":
-        return "the Airflow scheduler"
-    if row.requested_by:
-        return f"{escape(row.requested_by)} in Airflow"
-    return f"Airflow ({row.run_type or 'unknown'})"
-
-
-def _user_conf(conf: dict) -> dict:
-    return {k: v for k, v in (conf or {}).items() if k not in ("model", "requested_by")}
-
-
-def _link(url: str, label: str) -> str:
-    return f"<{url}|{escape(label)}>"
-
-
-def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo], order: list[str]) -> tuple[str, list]:
-    """The thread's parent: who asked, the run id, the conf, a link, then one line per task with its state."""
-    icon = STATE_ICONS.get(row.state, ":grey_question:")
-    state = row.state
-    if row.state in ("success", "failed"):
-        state += f" in {fmt_duration(run_duration(row))}"
-    head = f"{icon} *{escape(row.model)}* retraining run {code(row.run_id)}: *{state}*"
-    conf = _user_conf(row.conf)
-    conf_text = code(json.dumps(conf, sort_keys=True)) if conf else "none"
-    who = who_started(row)
-    about = (
-        f"Started by {who} · DAG {code(row.dag_id)} · conf {conf_text} · "
-        f"{_link(airflow.run_url(row.dag_id, row.run_id), 'open in Airflow')}"
-    )
-    rank = {t: i for i, t in enumerate(order)}
-    ordered = sorted(tasks, key=lambda t: (rank.get(t.task_id, len(rank)), t.task_id, t.map_index))
-    lines = []
-    for t in ordered:
-        name = t.task_id + (f"[{t.map_index}]" if t.map_index >= 0 else "")
-        extra = ""
-        if t.state in ("success", "failed") and t.duration is not None:
-            extra = f" ({fmt_duration(t.duration)})"
-        if t.try_number > 1:
-            extra += f", try {t.try_number}"
-        lines.append(f"{STATE_ICONS.get(t.state, ':grey_question:')} {code(name)} {t.state or 'not started'}{extra}")
-    task_text = "\n".join(lines) if lines else "_Waiting for Airflow to start the run…_"
-    text = f"{head}\n{about}\n{task_text}"
-    blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": about[:3000]}]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": task_text[:3000]}},
-    ]
-    return text, blocks
 
 
 def _digest(text: str, blocks: list | None) -> str:
@@ -326,10 +219,7 @@ def trigger_retrain(services, model: Model, user_id: str, extra_conf: dict[str, 
     """Triggers the model's DAG now and opens the run's thread in the model's channel."""
     airflow = require_airflow(services)
     if not model.dag_id:
-        raise NotConfigured(
-            f"*{escape(model.name)}* has no `dag_id` in the models file, so there is no Airflow DAG to trigger; "
-            "nothing was triggered."
-        )
+        raise NotConfigured(messages.no_dag_id(model.name))
     conf = {**extra_conf, "model": model.name, "requested_by": user_id}
     info = airflow.trigger(model.dag_id, conf)
     row = record_run(services.store, info, model, requested_by=user_id, via="slack")
@@ -379,33 +269,6 @@ def parse_evaluation(value: Any) -> tuple[dict | None, str | None]:
     if problems:
         return None, "; ".join(problems)
     return {"metric": metric, **numbers, "promote": promote, "diagnostics_uri": uri or None}, None
-
-
-def evaluation_text(ev: dict, model: Model) -> str:
-    direction = model.direction
-    better_word = "higher" if direction == "maximize" else "lower"
-    head = f":bar_chart: *Evaluation* on {code(ev['metric'])} ({better_word} is better)"
-    lines = [head]
-    cand, prod = ev["candidate"], ev["production"]
-    if prod is None:
-        lines.append(f"Candidate *{cand:.4g}*; nothing in production to compare with.")
-        better = None
-    else:
-        diff = cand - prod
-        better = diff > 0 if direction == "maximize" else diff < 0
-        verdict_word = "better" if better else ("the same" if diff == 0 else "worse")
-        lines.append(f"Candidate *{cand:.4g}* vs production *{prod:.4g}*: {diff:+.4g}, {verdict_word}.")
-    if ev["promote"]:
-        lines.append(":white_check_mark: Verdict: *promote*. The DAG recommends rolling the candidate out.")
-    else:
-        lines.append(":no_entry_sign: Verdict: *keep production*. The DAG does not recommend the candidate.")
-    if ev["promote"] and better is False:
-        lines.append(f":warning: The DAG says promote although the candidate is not better on {code(ev['metric'])}.")
-    if model.metric and model.metric != ev["metric"]:
-        lines.append(f":warning: The models file names {code(model.metric)} as this model's metric.")
-    if ev["diagnostics_uri"]:
-        lines.append(f"Diagnostics: {code(ev['diagnostics_uri'])}")
-    return "\n".join(lines)
 
 
 def parse_deploy(value: Any) -> tuple[dict | None, str | None]:
@@ -473,8 +336,7 @@ def _return_value(airflow, row: RunRecord, task_id: str) -> Any:
 def _handle_evaluation(services, airflow, row: RunRecord, model: Model) -> bool:
     ev, problem = parse_evaluation(_return_value(airflow, row, "evaluate"))
     if ev is None:
-        text = (f":warning: Task `evaluate` succeeded, but what it returned does not follow the XCom contract "
-                f"({problem}), so there is no evaluation to report. See the README, 'What the DAG must return'.")
+        text = messages.evaluation_broken_text(problem)
         ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="evaluation", channel=row.channel,
                           thread_ts=row.thread_ts, text=text)
         return ts is not None
@@ -489,7 +351,7 @@ def _handle_evaluation(services, airflow, row: RunRecord, model: Model) -> bool:
         )
         stored = s.scalars(select(Evaluation).where(Evaluation.dag_id == row.dag_id, Evaluation.run_id == row.run_id)).one()
     ts, posted_now = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="evaluation", channel=row.channel,
-                               thread_ts=row.thread_ts, text=evaluation_text(ev, model))
+                               thread_ts=row.thread_ts, text=messages.evaluation_text(ev, model))
     if posted_now:
         _after_evaluation(services, model, stored, row.channel, row.thread_ts)
     return ts is not None
@@ -499,16 +361,12 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
     if "deploy" not in posted:
         dep, problem = parse_deploy(_return_value(airflow, row, "deploy"))
         if dep is None:
-            text = (f":warning: Task `deploy` succeeded, but what it returned does not follow the XCom contract "
-                    f"({problem}), so no candidate was recorded and no rollout starts.")
+            text = messages.deploy_broken_text(problem)
         elif dep.get("created_endpoint"):
-            text = (f":package: Endpoint {code(dep['endpoint'])} was created with {code(dep['candidate_variant'])} "
-                    "alone: a first model has nothing to roll out against, so it serves all traffic now.")
+            text = messages.deploy_created_endpoint_text(dep["endpoint"], dep["candidate_variant"])
         elif model.endpoint and dep["endpoint"] != model.endpoint:
             # Weights are only ever changed on the endpoint the models file names for the model.
-            text = (f":warning: Task `deploy` put {code(dep['candidate_variant'])} on endpoint {code(dep['endpoint'])}, "
-                    f"but the models file names {code(model.endpoint)} as this model's endpoint, so no candidate was "
-                    "recorded and no rollout starts. Fix the DAG or the models file.")
+            text = messages.deploy_wrong_endpoint_text(dep["endpoint"], dep["candidate_variant"], model.endpoint)
         else:
             with services.store.session() as s:
                 insert_ignore(
@@ -519,13 +377,12 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
                          recorded_at=utcnow(), consumed=False),
                     ["dag_id", "run_id"],
                 )
-            text = (f":package: Candidate {code(dep['candidate_variant'])} is on endpoint {code(dep['endpoint'])} at "
-                    f"weight 0, beside {code(dep['stable_variant'])}. Starting the gradual rollout in this thread.")
+            text = messages.candidate_recorded_text(dep["endpoint"], dep["stable_variant"], dep["candidate_variant"])
         if dep is not None and dep.get("model_package_arn"):  # recorded before the post: a pass may stop there
             record_deploy(services.store, model=model.name, dag_id=row.dag_id, run_id=row.run_id,
                           endpoint=dep["endpoint"], variant=dep["candidate_variant"], arn=dep["model_package_arn"],
                           created_endpoint=bool(dep.get("created_endpoint")))
-            text += f"\nModel Registry: package {code(dep['model_package_arn'])}."
+            text += messages.model_package_line(dep["model_package_arn"])
         ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="deploy", channel=row.channel,
                           thread_ts=row.thread_ts, text=text)
         if ts is None:
@@ -569,29 +426,10 @@ def _start_rollout(services, row: RunRecord, model: Model, cand: Candidate) -> b
         s.execute(update(Candidate).where(Candidate.id == cand.id).values(**values))
     if error is None:
         return True
-    text = (f":warning: The rollout of {code(cand.candidate_variant)} did not start: {error}\n"
-            f"The candidate is recorded; start it with `/model promote {model.name}` once that is fixed.")
+    text = messages.rollout_not_started_text(cand.candidate_variant, error, model.name)
     ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="rollout_start_failed",
                       channel=row.channel, thread_ts=row.thread_ts, text=text)
     return ts is not None
-
-
-def _failure_text(airflow, row: RunRecord, t: TaskInfo) -> str:
-    name = t.task_id + (f"[{t.map_index}]" if t.map_index >= 0 else "")
-    log_link = _link(airflow.task_log_url(row.dag_id, row.run_id, t.task_id, t.try_number), f"log of try {t.try_number}")
-    if t.state == "up_for_retry":
-        return (f":repeat: Task {code(name)} failed on try {t.try_number} of {t.max_tries + 1}; "
-                f"Airflow will retry it. {log_link}")
-    return f":x: Task {code(name)} failed on try {t.try_number} and will not be retried. {log_link}"
-
-
-def _ended_text(row: RunRecord, tasks: list[TaskInfo]) -> str:
-    took = fmt_duration(run_duration(row))
-    if row.state == "success":
-        return f":white_check_mark: Run {code(row.run_id)} *succeeded* in {took}."
-    failed = [t.task_id for t in tasks if t.state == "failed"]
-    which = f": {', '.join(code(f) for f in failed)} failed" if failed else ""
-    return f":x: Run {code(row.run_id)} *failed* after {took}{which}."
 
 
 def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, order_cache: dict) -> bool:
@@ -619,7 +457,7 @@ def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, 
             failed.append(t.task_id)
             if event not in posted:
                 ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event=event, channel=row.channel,
-                                  thread_ts=row.thread_ts, text=_failure_text(airflow, row, t))
+                                  thread_ts=row.thread_ts, text=messages.failure_text(airflow, row, t))
                 complete &= ts is not None
     by_id = {t.task_id: t for t in tasks if t.map_index < 0}
     if getattr(by_id.get("evaluate"), "state", None) == "success":
@@ -633,7 +471,7 @@ def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, 
         ended = "ended" in posted
         if not ended:
             ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="ended", channel=row.channel,
-                              thread_ts=row.thread_ts, text=_ended_text(row, tasks))
+                              thread_ts=row.thread_ts, text=messages.ended_text(row, tasks))
             ended = ts is not None
             complete &= ended
         if ended:
@@ -743,8 +581,7 @@ def _outage(services, exc: AirflowError, now: datetime) -> str:
     for row in _unsettled(services.store, {m.dag_id for m in services.registry.models.values() if m.dag_id}):
         if not row.thread_ts:
             continue
-        text = (f":warning: Airflow cannot be reached since {down_since:%H:%M} UTC, so this run's progress is not "
-                f"being updated: {exc}\nI keep trying, less often while it lasts, and will say here when it answers.")
+        text = messages.airflow_down_text(down_since, exc)
         ts, now_posted = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event=key, channel=row.channel,
                                    thread_ts=row.thread_ts, text=text)
         told += int(now_posted)
@@ -759,7 +596,7 @@ def _recovered(services, down_since: datetime) -> str:
                          .where(RunEvent.event == key, RunEvent.status == "posted")).all()
     for dag_id, run_id, channel, thread_ts in told:
         post_once(services, dag_id=dag_id, run_id=run_id, event=key.replace("down", "back"), channel=channel,
-                  thread_ts=thread_ts, text=":white_check_mark: Airflow answers again; catching up on this run.")
+                  thread_ts=thread_ts, text=messages.airflow_back_text())
     with services.store.session() as s:
         st = _state(s)
         st.down_since = st.down_reason = st.next_attempt_at = None
@@ -770,13 +607,8 @@ def _recovered(services, down_since: datetime) -> str:
 # ---------------------------------------------------------------- status
 
 def _run_line(services, row: RunRecord) -> str:
-    icon = STATE_ICONS.get(row.state, ":grey_question:")
-    label = code(row.run_id)
-    if services.airflow is not None:
-        label = _link(services.airflow.run_url(row.dag_id, row.run_id), row.run_id)
-    took = fmt_duration(run_duration(row))
-    took_text = f"{'took' if row.state in ('success', 'failed') else 'for'} {took}"
-    return f"{icon} {label} {row.state}, {took_text}, started by {who_started(row)} {_ago(row.queued_at)}".rstrip()
+    run_url = services.airflow.run_url(row.dag_id, row.run_id) if services.airflow is not None else None
+    return messages.run_line(row, run_url)
 
 
 def last_run_summary(services, model: Model) -> str | None:
@@ -789,6 +621,4 @@ def last_run_summary(services, model: Model) -> str | None:
 def run_history_lines(services, model: Model, n: int = 5) -> list[str]:
     with services.store.session() as s:
         rows = recent_runs(s, model.name, limit=n)
-    if not rows:
-        return []
-    return [f"*Last {len(rows)} run{'s' if len(rows) > 1 else ''}:*"] + [f"• {_run_line(services, r)}" for r in rows]
+    return messages.run_history_lines([_run_line(services, r) for r in rows])

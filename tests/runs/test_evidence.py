@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.registry import load_registry
-from bot.runs.service import evaluation_text, fmt_duration, parse_deploy, parse_evaluation
+from bot.runs.messages import evaluation_text, fmt_duration
+from bot.runs.service import parse_deploy, parse_evaluation
 
 
 @pytest.fixture

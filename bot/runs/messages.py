@@ -1,0 +1,263 @@
+"""What a retraining run says in Slack: the thread's parent, its replies, and the run lines of /model status.
+
+Pure builders: each takes data (a run row, Airflow's task instances, a parsed XCom value) and returns mrkdwn text
+or Block Kit blocks. Nothing here talks to Slack, Airflow or the database; bot/runs/service.py decides what is
+posted and when, and posts it through the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+
+from bot.integrations.airflow import AirflowAdapter, TaskInfo
+from bot.registry import Model
+from bot.runs.tables import RunRecord
+from bot.slack.text import code, escape, mention
+from bot.store.base import as_utc, utcnow
+
+SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+STATE_ICONS = {
+    "success": ":white_check_mark:",
+    "failed": ":x:",
+    "running": ":hourglass_flowing_sand:",
+    "queued": ":clock3:",
+    "scheduled": ":clock3:",
+    "up_for_retry": ":repeat:",
+    "up_for_reschedule": ":repeat:",
+    "upstream_failed": ":no_entry_sign:",
+    "skipped": ":fast_forward:",
+    "removed": ":heavy_minus_sign:",
+    "deferred": ":zzz:",
+    "restarting": ":arrows_counterclockwise:",
+    None: ":white_circle:",
+}
+
+
+# ---------------------------------------------------------------- small pieces
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0 or math.isnan(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m"
+
+
+def ago(when: datetime | None) -> str:
+    if when is None:
+        return ""
+    secs = (utcnow() - as_utc(when)).total_seconds()
+    if secs < 90:
+        return "just now"
+    if secs < 5400:
+        return f"{int(secs // 60)} min ago"
+    if secs < 172800:
+        return f"{int(secs // 3600)} h ago"
+    return f"{int(secs // 86400)} days ago"
+
+
+def run_duration(row: RunRecord) -> float | None:
+    start = as_utc(row.started_at or row.queued_at)
+    end = as_utc(row.ended_at)
+    if start is None:
+        return None
+    return ((end or utcnow()) - start).total_seconds()
+
+
+def who_started(row: RunRecord) -> str:
+    if row.requested_by and SLACK_ID.match(row.requested_by):
+        return mention(row.requested_by)
+    if row.run_type == "scheduled":
+        return "the Airflow scheduler"
+    if row.requested_by:
+        return f"{escape(row.requested_by)} in Airflow"
+    return f"Airflow ({row.run_type or 'unknown'})"
+
+
+def user_conf(conf: dict) -> dict:
+    return {k: v for k, v in (conf or {}).items() if k not in ("model", "requested_by")}
+
+
+def link(url: str, label: str) -> str:
+    return f"<{url}|{escape(label)}>"
+
+
+def _task_name(t: TaskInfo) -> str:
+    return t.task_id + (f"[{t.map_index}]" if t.map_index >= 0 else "")
+
+
+# ---------------------------------------------------------------- configuration
+
+def airflow_not_configured(not_done: str) -> str:
+    return f"Airflow is not configured (set AIRFLOW_URL); {not_done}."
+
+
+def no_dag_id(model_name: str) -> str:
+    return (
+        f"*{escape(model_name)}* has no `dag_id` in the models file, so there is no Airflow DAG to trigger; "
+        "nothing was triggered."
+    )
+
+
+# ---------------------------------------------------------------- the thread's parent
+
+def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo], order: list[str]) -> tuple[str, list]:
+    """The thread's parent: who asked, the run id, the conf, a link, then one line per task with its state."""
+    icon = STATE_ICONS.get(row.state, ":grey_question:")
+    state = row.state
+    if row.state in ("success", "failed"):
+        state += f" in {fmt_duration(run_duration(row))}"
+    head = f"{icon} *{escape(row.model)}* retraining run {code(row.run_id)}: *{state}*"
+    conf = user_conf(row.conf)
+    conf_text = code(json.dumps(conf, sort_keys=True)) if conf else "none"
+    who = who_started(row)
+    about = (
+        f"Started by {who} · DAG {code(row.dag_id)} · conf {conf_text} · "
+        f"{link(airflow.run_url(row.dag_id, row.run_id), 'open in Airflow')}"
+    )
+    rank = {t: i for i, t in enumerate(order)}
+    ordered = sorted(tasks, key=lambda t: (rank.get(t.task_id, len(rank)), t.task_id, t.map_index))
+    lines = []
+    for t in ordered:
+        name = _task_name(t)
+        extra = ""
+        if t.state in ("success", "failed") and t.duration is not None:
+            extra = f" ({fmt_duration(t.duration)})"
+        if t.try_number > 1:
+            extra += f", try {t.try_number}"
+        lines.append(f"{STATE_ICONS.get(t.state, ':grey_question:')} {code(name)} {t.state or 'not started'}{extra}")
+    task_text = "\n".join(lines) if lines else "_Waiting for Airflow to start the run…_"
+    text = f"{head}\n{about}\n{task_text}"
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": about[:3000]}]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": task_text[:3000]}},
+    ]
+    return text, blocks
+
+
+# ---------------------------------------------------------------- replies in the thread
+
+def failure_text(airflow: AirflowAdapter, row: RunRecord, t: TaskInfo) -> str:
+    name = _task_name(t)
+    log_link = link(airflow.task_log_url(row.dag_id, row.run_id, t.task_id, t.try_number), f"log of try {t.try_number}")
+    if t.state == "up_for_retry":
+        return (f":repeat: Task {code(name)} failed on try {t.try_number} of {t.max_tries + 1}; "
+                f"Airflow will retry it. {log_link}")
+    return f":x: Task {code(name)} failed on try {t.try_number} and will not be retried. {log_link}"
+
+
+def ended_text(row: RunRecord, tasks: list[TaskInfo]) -> str:
+    took = fmt_duration(run_duration(row))
+    if row.state == "success":
+        return f":white_check_mark: Run {code(row.run_id)} *succeeded* in {took}."
+    failed = [t.task_id for t in tasks if t.state == "failed"]
+    which = f": {', '.join(code(f) for f in failed)} failed" if failed else ""
+    return f":x: Run {code(row.run_id)} *failed* after {took}{which}."
+
+
+def evaluation_text(ev: dict, model: Model) -> str:
+    direction = model.direction
+    better_word = "higher" if direction == "maximize" else "lower"
+    head = f":bar_chart: *Evaluation* on {code(ev['metric'])} ({better_word} is better)"
+    lines = [head]
+    cand, prod = ev["candidate"], ev["production"]
+    if prod is None:
+        lines.append(f"Candidate *{cand:.4g}*; nothing in production to compare with.")
+        better = None
+    else:
+        diff = cand - prod
+        better = diff > 0 if direction == "maximize" else diff < 0
+        verdict_word = "better" if better else ("the same" if diff == 0 else "worse")
+        lines.append(f"Candidate *{cand:.4g}* vs production *{prod:.4g}*: {diff:+.4g}, {verdict_word}.")
+    if ev["promote"]:
+        lines.append(":white_check_mark: Verdict: *promote*. The DAG recommends rolling the candidate out.")
+    else:
+        lines.append(":no_entry_sign: Verdict: *keep production*. The DAG does not recommend the candidate.")
+    if ev["promote"] and better is False:
+        lines.append(f":warning: The DAG says promote although the candidate is not better on {code(ev['metric'])}.")
+    if model.metric and model.metric != ev["metric"]:
+        lines.append(f":warning: The models file names {code(model.metric)} as this model's metric.")
+    if ev["diagnostics_uri"]:
+        lines.append(f"Diagnostics: {code(ev['diagnostics_uri'])}")
+    return "\n".join(lines)
+
+
+def evaluation_broken_text(problem: str) -> str:
+    """`evaluate` succeeded but its return value breaks the XCom contract."""
+    return (f":warning: Task `evaluate` succeeded, but what it returned does not follow the XCom contract "
+            f"({problem}), so there is no evaluation to report. See the README, 'What the DAG must return'.")
+
+
+def deploy_broken_text(problem: str) -> str:
+    """`deploy` succeeded but its return value breaks the XCom contract."""
+    return (f":warning: Task `deploy` succeeded, but what it returned does not follow the XCom contract "
+            f"({problem}), so no candidate was recorded and no rollout starts.")
+
+
+def deploy_created_endpoint_text(endpoint: str, candidate_variant: str) -> str:
+    """A first model: the deploy created the endpoint with the candidate alone."""
+    return (f":package: Endpoint {code(endpoint)} was created with {code(candidate_variant)} "
+            "alone: a first model has nothing to roll out against, so it serves all traffic now.")
+
+
+def deploy_wrong_endpoint_text(endpoint: str, candidate_variant: str, model_endpoint: str) -> str:
+    """The deploy used another endpoint than the one the models file names for the model."""
+    return (f":warning: Task `deploy` put {code(candidate_variant)} on endpoint {code(endpoint)}, "
+            f"but the models file names {code(model_endpoint)} as this model's endpoint, so no candidate was "
+            "recorded and no rollout starts. Fix the DAG or the models file.")
+
+
+def candidate_recorded_text(endpoint: str, stable_variant: str, candidate_variant: str) -> str:
+    return (f":package: Candidate {code(candidate_variant)} is on endpoint {code(endpoint)} at "
+            f"weight 0, beside {code(stable_variant)}. Starting the gradual rollout in this thread.")
+
+
+def model_package_line(arn: str) -> str:
+    """Appended to the deploy reply when the deploy registered a Model Registry package."""
+    return f"\nModel Registry: package {code(arn)}."
+
+
+def rollout_not_started_text(candidate_variant: str, error: str, model_name: str) -> str:
+    return (f":warning: The rollout of {code(candidate_variant)} did not start: {error}\n"
+            f"The candidate is recorded; start it with `/model promote {model_name}` once that is fixed.")
+
+
+# ---------------------------------------------------------------- Airflow outages
+
+def airflow_down_text(down_since: datetime, error: object) -> str:
+    return (f":warning: Airflow cannot be reached since {down_since:%H:%M} UTC, so this run's progress is not "
+            f"being updated: {error}\nI keep trying, less often while it lasts, and will say here when it answers.")
+
+
+def airflow_back_text() -> str:
+    return ":white_check_mark: Airflow answers again; catching up on this run."
+
+
+# ---------------------------------------------------------------- status
+
+def run_line(row: RunRecord, run_url: str | None) -> str:
+    """One mrkdwn line about a run; `run_url` links the run id to Airflow when Airflow is configured."""
+    icon = STATE_ICONS.get(row.state, ":grey_question:")
+    label = code(row.run_id)
+    if run_url is not None:
+        label = link(run_url, row.run_id)
+    took = fmt_duration(run_duration(row))
+    took_text = f"{'took' if row.state in ('success', 'failed') else 'for'} {took}"
+    return f"{icon} {label} {row.state}, {took_text}, started by {who_started(row)} {ago(row.queued_at)}".rstrip()
+
+
+def run_history_lines(lines: list[str]) -> list[str]:
+    """The run lines of the last runs under a heading, newest first (no runs: no lines)."""
+    if not lines:
+        return []
+    return [f"*Last {len(lines)} run{'s' if len(lines) > 1 else ''}:*"] + [f"• {line}" for line in lines]
