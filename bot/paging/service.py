@@ -31,10 +31,12 @@ from sqlalchemy import func, or_, select, update
 from bot import audit
 from bot.errors import ExternalError
 from bot.integrations.pagerduty import PagerDuty, PagerDutyError
+from bot.paging import messages
+# The button action ids are re-exported for the button listener (handlers/actions/page_buttons.py) and tests.
+from bot.paging.messages import ACK_ACTION, PLACE_NAMES, RESOLVE_ACTION  # noqa: F401
 from bot.rights import NotAllowed
 from bot.paging.tables import (
     ACKNOWLEDGED,
-    ADMINS_DM,
     ALERT_CHANNEL,
     ALERT_PLACES,
     MODEL_CHANNEL,
@@ -44,15 +46,12 @@ from bot.paging.tables import (
     Page,
 )
 from bot.slack.client import CONTENT, PERMANENT, TRANSIENT, classify, error_code
-from bot.slack.text import cut, escape, mention
 from bot.store.base import as_utc, utcnow
 from bot.store.foundation import Thread, insert_ignore
 
 log = logging.getLogger(__name__)
 
 KIND_ROLLBACK = "rollback"
-ACK_ACTION = "page_acknowledge"
-RESOLVE_ACTION = "page_resolve"
 # Longer than the slowest delivery pass (Slack's 10 s timeout with its retries, PagerDuty's retries).
 CLAIM_SECONDS = 120
 # A click waits this long for a worker that is delivering the same page, so the message updates at once.
@@ -64,11 +63,6 @@ BACKOFF_SECONDS = 15.0
 BACKOFF_CAP_SECONDS = 300.0
 # /healthz says degraded while a page has owed a delivery for longer than this.
 OWED_TOO_LONG = timedelta(minutes=5)
-# A user-typed reason is kept whole in the database and PagerDuty; in Slack it is cut to this.
-REASON_CHARS = 2500
-
-PLACE_NAMES = {ALERT_CHANNEL: "the alert channel", ROLLOUT_THREAD: "the rollout's thread",
-               MODEL_CHANNEL: "the model's channel", ADMINS_DM: "a DM to the admins"}
 
 
 class DeliveryFailed(ExternalError):
@@ -105,19 +99,13 @@ def page_rollback(
     actor: str | None,
 ) -> None:
     """Pages the on-call about a rollback; safe to call again for the same rollout (it only completes)."""
-    if automatic:
-        how = "automatically by the rollout controller"
-    elif actor:
-        how = f"by {mention(actor)}"
-    else:
-        how = "by hand"
     page_id = open_page(
         services,
         kind=KIND_ROLLBACK,
         dedup_key=rollout_dedup_key(rollout_id),
         model_name=model_name,
         rollout_id=rollout_id,
-        title=f"*{escape(model_name)}* was rolled back {how}",
+        title=messages.rollback_title(model_name, automatic=automatic, actor=actor),
         reason=reason,
         automatic=automatic,
         actor=actor,
@@ -371,22 +359,19 @@ def require_page_rights(services, user_id: str, page: Page, action: str) -> None
         users |= set(model.owners)
     if user_id in users:
         return
-    problem = ""
+    unlisted = None
     for group in sorted(u for u in oncall_ids if u.startswith("S")):
         try:
             members = services.slack.usergroups_users_list(usergroup=group).get("users") or []
         except (SlackApiError, OSError) as exc:
             log.warning("page %s: could not read members of %s: %s", page.dedup_key, group, exc)
-            problem = f" (Slack did not list the members of {mention(group)}, so on-call membership was not checked)"
+            unlisted = group
             continue
         if user_id in members:
             return
-    who = [mention(u) for u in sorted(oncall_ids)]
-    if model and model.owners:
-        who.append(f"the owners of *{escape(model.name)}* ({', '.join(mention(u) for u in model.owners)})")
-    who.append("an admin" + (f" ({', '.join(mention(u) for u in registry.defaults.admins)})"
-                             if registry.defaults.admins else ""))
-    raise NotAllowed(f"Only the on-call {', '.join(who)} may {action} this page.{problem}")
+    raise NotAllowed(messages.not_allowed_text(
+        action, oncall=oncall_ids, model_name=model.name if model else None, owners=model.owners if model else (),
+        admins=registry.defaults.admins, unlisted_group=unlisted))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -555,7 +540,7 @@ def _step_alert(services, page: Page) -> None:
                 break
             continue
         channel, thread_ts = target
-        text, blocks = render(services, page, place=place)
+        text, blocks = _render(services, page, place=place)
         try:
             response = _slack(
                 f"post the page {page.dedup_key} in {PLACE_NAMES[place]} (<#{channel}>)",
@@ -604,7 +589,7 @@ def _step_dm(services, page: Page) -> None:
             channel = opened["channel"]["id"]
             _record(services, page.id, dm_channel=channel)
         _ensure_source_link(services, page)
-        text, blocks = render(services, page, for_dm=True)
+        text, blocks = _render(services, page, for_dm=True)
         response = _slack(
             f"send the page {page.dedup_key} to {page.dm_user} by DM",
             lambda: services.slack.chat_postMessage(channel=channel, text=text, blocks=blocks, unfurl_links=False),
@@ -642,7 +627,7 @@ def _step_pd_trigger(services, page: Page) -> None:
     try:
         client.trigger(
             page.dedup_key,
-            summary=_plain(page),
+            summary=messages.plain_summary(page),
             source=f"modelbot/{page.model}" if page.model else "modelbot",
             severity="error",
             component=page.model,
@@ -661,10 +646,8 @@ def _step_pd_trigger(services, page: Page) -> None:
 def _step_escalation(services, page: Page) -> None:
     if not page.escalated_at or page.escalation_ts or not page.alert_ts or page.state != OPEN:
         return
-    minutes = f"{services.settings.MODELBOT_PAGE_ESCALATION_MINUTES:g}"
-    who = " ".join(mention(u) for u in [*page.notify_ids(), *services.registry.defaults.admins])
-    text = (f":rotating_light: *Escalated:* nobody has acknowledged this page in {minutes} minutes. "
-            f"{who} please acknowledge or resolve it.")
+    text = messages.escalation_text(services.settings.MODELBOT_PAGE_ESCALATION_MINUTES,
+                                    [*page.notify_ids(), *services.registry.defaults.admins])
     try:
         response = _slack(
             f"post the escalation of the page {page.dedup_key} in <#{page.alert_channel}>",
@@ -692,7 +675,7 @@ def _step_escalation(services, page: Page) -> None:
 def _sync(services, page: Page, *, channel: str | None, ts: str | None, seen: int, column: str, dm: bool) -> None:
     if not ts or seen >= page.version:
         return
-    text, blocks = render(services, page, for_dm=dm)
+    text, blocks = _render(services, page, for_dm=dm)
     try:
         _slack(f"update the page {page.dedup_key} message in <#{channel}>",
                lambda: services.slack.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
@@ -757,90 +740,10 @@ _STEPS = (
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The page message
+# The page message (its wording is bot/paging/messages.py)
 
 
-def _when(value: datetime | None) -> str:
-    """Shown in each reader's own time zone; the fallback is UTC."""
-    value = as_utc(value)
-    if value is None:
-        return "at an unknown time"
-    return f"<!date^{int(value.timestamp())}^{{date_short_pretty}} at {{time}}|{value:%Y-%m-%d %H:%M} UTC>"
-
-
-def _plain(page: Page) -> str:
-    """A one-line summary without Slack markup, for PagerDuty."""
-    title = page.title.replace("*", "")
-    if page.actor:
-        title = title.replace(f"<@{page.actor}>", page.actor)
-    return f"{title}: {page.reason}" if page.reason else title
-
-
-def _state_lines(services, page: Page) -> list[str]:
-    lines = []
-    if page.state == OPEN:
-        minutes = f"{services.settings.MODELBOT_PAGE_ESCALATION_MINUTES:g}"
-        if page.escalated_at:
-            admins = " ".join(mention(u) for u in services.registry.defaults.admins) or "nobody (no admins set)"
-            lines.append(f":red_circle: *Open* since {_when(page.created_at)}, not acknowledged: escalated to "
-                         f"{admins} {_when(page.escalated_at)}.")
-        else:
-            lines.append(f":red_circle: *Open* since {_when(page.created_at)}. Escalates to the admins if nobody "
-                         f"acknowledges it within {minutes} minutes.")
-    if page.acknowledged_at:
-        lines.append(f":large_yellow_circle: *Acknowledged* by {mention(page.acknowledged_by)} "
-                     f"{_when(page.acknowledged_at)}.")
-    if page.state == RESOLVED:
-        who = mention(page.resolved_by) if page.resolved_by else "modelbot"
-        lines.append(f":white_check_mark: *Resolved* by {who} {_when(page.resolved_at)}.")
-    return lines
-
-
-def _buttons(page: Page) -> dict | None:
-    elements = []
-    if page.state == OPEN:
-        elements.append({"type": "button", "action_id": ACK_ACTION, "style": "primary", "value": str(page.id),
-                         "text": {"type": "plain_text", "text": "Acknowledge"}})
-    if page.state in (OPEN, ACKNOWLEDGED):
-        elements.append({"type": "button", "action_id": RESOLVE_ACTION, "value": str(page.id),
-                         "text": {"type": "plain_text", "text": "Resolve"}})
-    if not elements:
-        return None
-    return {"type": "actions", "block_id": "page_actions", "elements": elements}
-
-
-def render(services, page: Page, *, for_dm: bool = False, place: str | None = None) -> tuple[str, list[dict]]:
-    """The page's text (the notification, with the mentions) and blocks, for its current state."""
-    mentions = " ".join(mention(u) for u in page.notify_ids())
-    reason = escape(cut(page.reason, REASON_CHARS)) if page.reason else "_no reason given_"
-    where = "the rollout thread" if page.rollout_id is not None else "the thread"
-    if page.source_link:
-        details = f"<{page.source_link}|Open {where}>"
-    elif page.source_channel:
-        details = f"In <#{page.source_channel}>"
-    else:
-        details = None
-    icon = ":white_check_mark:" if page.state == RESOLVED else ":rotating_light:"
-    headline = f"{icon} {page.title}"
-    if for_dm:
-        paged = f"You are on call for this page (also posted in <#{page.alert_channel}>)."
-    else:
-        paged = f"Paging {mentions}." if mentions else "Nobody is on call in the models file."
-    body = f"*Reason:* {reason}" + (f"\n{details}" if details else "")
-    place = place or (page.alert_place if page.alert_ts else ALERT_CHANNEL)
-    if not for_dm and place != ALERT_CHANNEL and page.refusals:
-        refused = "; ".join(f"<#{line.split()[1]}> ({escape(line.split()[2])})"
-                            for line in page.refusals.splitlines() if len(line.split()) >= 3)
-        body += f"\n:warning: Posted here because Slack refused it in {refused}."
-    blocks: list[dict] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"{headline}\n{paged}"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": body}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": line} for line in _state_lines(services, page)]},
-    ]
-    buttons = _buttons(page)
-    if buttons:
-        blocks.append(buttons)
-    state = {OPEN: "", ACKNOWLEDGED: " (acknowledged)", RESOLVED: " (resolved)"}[page.state]
-    text = f"{icon} {mentions + ' ' if mentions and not for_dm else ''}{page.title}{state}. Reason: {reason}"
-    return text, blocks
-
+def _render(services, page: Page, *, for_dm: bool = False, place: str | None = None) -> tuple[str, list[dict]]:
+    """The page's text and blocks for its current state, with the escalation time and admins of the settings."""
+    return messages.render(page, escalation_minutes=services.settings.MODELBOT_PAGE_ESCALATION_MINUTES,
+                           admins=services.registry.defaults.admins, for_dm=for_dm, place=place)
