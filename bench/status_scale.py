@@ -165,11 +165,9 @@ def main() -> int:
 
         # Today's live read, in this process, on the same endpoints behind the same proxy.
         from bot.config import load_settings
-        from bot.integrations import aws as bot_aws
         from bot.services import Services
         from bot.status import service as status
 
-        bot_aws.client.cache_clear()
         os.environ.update(env)
         services = Services.from_settings(load_settings(), migrate=False)
         models = [services.registry.models[n] for n in names]

@@ -6,7 +6,7 @@ import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +14,11 @@ from slack_sdk import WebClient
 
 from bot.config import Settings, secret
 from bot.integrations.airflow import AirflowAdapter
+from bot.integrations.aws import AwsClients
+from bot.integrations.cloudwatch import CloudWatch
+from bot.integrations.model_registry import ModelRegistry
+from bot.integrations.s3 import S3
+from bot.integrations.sagemaker import SageMaker
 from bot.registry import Registry, load_registry
 from bot.slack.client import make_web_client
 from bot.store import Store
@@ -72,6 +77,19 @@ class Services:
     slack: WebClient
     # Set by the web process: where post-ack command work runs (handlers/commands/deferred.py).
     command_deferral: Any = None
+    # The outside systems on AWS, built once here and handed to whatever calls them. Building them is cheap:
+    # a boto3 client is made on its first call and then shared (AwsClients).
+    aws_clients: AwsClients = field(default_factory=AwsClients)
+    sagemaker: SageMaker = field(init=False)
+    cloudwatch: CloudWatch = field(init=False)
+    s3: S3 = field(init=False)
+    model_registry: ModelRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sagemaker = SageMaker(self.aws_clients)
+        self.cloudwatch = CloudWatch(self.aws_clients)
+        self.s3 = S3(self.aws_clients)
+        self.model_registry = ModelRegistry(self.aws_clients)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> "Services":

@@ -30,7 +30,6 @@ from sqlalchemy import update
 
 from bot import metrics
 from bot.config import ConfigError, load_settings
-from bot.integrations import aws
 from bot.registry import RegistryError
 from bot.store.base import utcnow
 from bot.store.foundation import JobLease, acquire_lease, release_lease
@@ -194,7 +193,7 @@ def _warm_aws_clients(services) -> None:
     for region in sorted(regions):
         for service in ("cloudwatch", "sagemaker"):
             try:
-                aws.client(service, region)
+                services.aws_clients.client(service, region)
             except Exception:  # the controller says what is wrong when it needs the client
                 log.exception("the %s client for %s could not be built in advance", service, region)
 

@@ -72,7 +72,7 @@ def run_once(services) -> str:
         region = model_registry.region_of(row.model_package_arn, model.region if model else
                                           services.registry.defaults.region)
         try:
-            model_registry.set_approval(row.model_package_arn, region, status, description or "")
+            services.model_registry.set_approval(row.model_package_arn, region, status, description or "")
         except ExternalError as exc:
             log.warning("model registry sync: %s", exc)
             packages.mark_failed(services.store, row.id, str(exc))

@@ -120,7 +120,8 @@ def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_
                                            variants=(r.stable_variant, r.candidate_variant),
                                            since=r.when("step_started_at")) for r in group]
         try:
-            result = cloudwatch.fetch_counts(queries, region, end=now, max_queries_per_call=max_queries_per_call)
+            result = services.cloudwatch.fetch_counts(queries, region, end=now,
+                                                      max_queries_per_call=max_queries_per_call)
         except Exception as exc:
             log.exception("reading CloudWatch in %s failed", region)
             stats.problems.append(f"{region}: {type(exc).__name__}: {exc}")

@@ -27,18 +27,15 @@ def moto_url():
 
 @pytest.fixture
 def aws(moto_url, monkeypatch):
-    """boto3 in this process pointed at moto (fresh state per test), with clients rebuilt."""
+    """boto3 in this process pointed at moto (fresh state per test); a fresh Services builds fresh boto3 clients."""
     import requests
 
-    from bot.integrations import aws as bot_aws
     from tests.harness import aws_env
 
     for k, v in aws_env(moto_url).items():
         monkeypatch.setenv(k, v)
     requests.post(f"{moto_url}/moto-api/reset", timeout=5)
-    bot_aws.client.cache_clear()
     yield moto_url
-    bot_aws.client.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import functools
+import os
+import threading
 
 import boto3
 from botocore.config import Config
 
 AWS_CONNECT_TIMEOUT = 3
 AWS_READ_TIMEOUT = 10
+DEFAULT_ATTEMPTS = 4
 
 
-def client_config(max_attempts: int = 4) -> Config:
+def client_config(max_attempts: int = DEFAULT_ATTEMPTS) -> Config:
     return Config(
         connect_timeout=AWS_CONNECT_TIMEOUT,
         read_timeout=AWS_READ_TIMEOUT,
@@ -19,10 +21,32 @@ def client_config(max_attempts: int = 4) -> Config:
     )
 
 
-@functools.lru_cache(maxsize=64)
-def client(service: str, region: str):
-    """Cached per (service, region): boto3 clients are thread-safe and costly to build.
+def single_attempt_config() -> Config:
+    # total_max_attempts: botocore's `max_attempts` counts retries after the first try, not tries.
+    return Config(connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=AWS_READ_TIMEOUT,
+                  retries={"mode": "standard", "total_max_attempts": 1})
 
-    AWS_ENDPOINT_URL and credentials come from the environment, as boto3 reads them.
+
+class AwsClients:
+    """The boto3 clients of one process, built once per (service, region, attempts) and shared: boto3 clients
+    are thread-safe and costly to build. Built where the services are assembled (bot.services.Services).
+
+    AWS_ENDPOINT_URL and credentials come from the environment, as boto3 reads them; the endpoint settings
+    are part of the key, so a process that points boto3 elsewhere gets a new client.
     """
-    return boto3.session.Session().client(service, region_name=region, config=client_config())
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[tuple, object] = {}
+
+    def client(self, service: str, region: str, *, attempts: int = DEFAULT_ATTEMPTS):
+        """`attempts` == 1: no botocore retries (the caller paces and backs off itself)."""
+        key = (service, region, attempts, os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}"),
+               os.environ.get("AWS_ENDPOINT_URL"))
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                config = single_attempt_config() if attempts == 1 else client_config(attempts)
+                found = boto3.session.Session().client(service, region_name=region, config=config)
+                self._clients[key] = found
+            return found

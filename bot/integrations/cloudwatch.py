@@ -82,95 +82,6 @@ def _metric_query(qid: str, endpoint: str, variant: str, metric: str, period: in
     }
 
 
-def fetch_counts(
-    queries: Iterable[RolloutQuery], region: str, *, end: datetime, max_queries_per_call: int = MAX_QUERIES_PER_CALL
-) -> FetchResult:
-    """Sums since each query's start, up to `end`, in as few calls as the query limit allows.
-
-    Calls are filled to the limit (a rollout's queries may span two calls). A failed call marks the rollouts
-    it held as failed -- they are not judged on half their counts -- while the others still count.
-    """
-    queries = sorted(queries, key=lambda q: q.since)
-    starts = [first_full_minute(q.since) for q in queries]
-    # One entry per metric query, in step-start order: (rollout index, variant, metric).
-    wanted = [(i, variant, metric) for i, q in enumerate(queries) for variant in q.variants for metric in METRICS]
-    sums: dict[tuple[int, str, str], float] = {}
-    failed: dict[int, str] = {}
-    result = FetchResult()
-    end = end.astimezone(timezone.utc)
-    for offset in range(0, len(wanted), max_queries_per_call):
-        chunk = wanted[offset: offset + max_queries_per_call]
-        ids = {f"q{offset + k}": item for k, item in enumerate(chunk)}
-        metric_queries = [_metric_query(qid, queries[i].endpoint, variant, metric)
-                          for qid, (i, variant, metric) in ids.items()]
-        try:
-            _call(metric_queries, ids, min(starts[i] for i, _, _ in chunk), end, starts, region, sums, result)
-        except CloudWatchError as exc:
-            for i, _, _ in chunk:
-                failed[i] = str(exc)
-    for i, q in enumerate(queries):
-        if i in failed:
-            result.failed[q.key] = failed[i]
-            continue
-        result.counts[q.key] = {
-            variant: VariantCounts(
-                requests=_count(sums.get((i, variant, "Invocations"))),
-                errors_5xx=_count(sums.get((i, variant, "Invocation5XXErrors"))),
-                errors_4xx=_count(sums.get((i, variant, "Invocation4XXErrors"))),
-            )
-            for variant in q.variants
-        }
-    return result
-
-
-def _call(metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime, end: datetime,
-          starts: list[datetime], region: str, sums: dict, result: FetchResult) -> None:
-    """One GetMetricData request (following NextToken), its per-minute values summed per query."""
-    # The minute in progress is included: counts are cumulative and the next tick sees the rest.
-    end_minute = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    if end_minute <= start:
-        end_minute = start + timedelta(minutes=1)
-    failure = (f"CloudWatch did not return SageMaker invocation metrics in {region} ({{detail}}); "
-               "the rollouts it was asked about were not judged this pass.")
-    for series in _metric_data(metric_queries, start, end_minute, region, failure, result):
-        where = ids.get(series.get("Id", ""))
-        if where is None:
-            continue
-        since = starts[where[0]]
-        total = sum(
-            value
-            for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
-            if ts.astimezone(timezone.utc) >= since
-        )
-        sums[where] = sums.get(where, 0.0) + total
-
-
-def _metric_data(queries: list[dict], start: datetime, end: datetime, region: str, failure: str,
-                 result: FetchResult | None = None) -> Iterator[dict]:
-    """Every MetricDataResults entry of one GetMetricData request, its NextToken pages followed.
-
-    `failure` is the message of the CloudWatchError raised when a page fails ({detail} is filled in).
-    """
-    cw = aws.client("cloudwatch", region)
-    token = None
-    while True:
-        kwargs = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
-        if token:
-            kwargs["NextToken"] = token
-        try:
-            response = cw.get_metric_data(**kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
-            raise CloudWatchError(failure.format(detail=detail)) from None
-        finally:
-            if result is not None:
-                result.calls += 1
-        yield from response.get("MetricDataResults", [])
-        token = response.get("NextToken")
-        if not token:
-            return
-
-
 def _count(value: float | None) -> int:
     if value is None or math.isnan(value):
         return 0
@@ -181,25 +92,121 @@ def calls_needed(rollouts: int, variants_per_rollout: int = 2, max_queries_per_c
     return math.ceil(rollouts * variants_per_rollout * len(METRICS) / max_queries_per_call)
 
 
-def fetch_series(endpoint: str, variants: Iterable[str], region: str, *, start: datetime, end: datetime,
-                 period: int = 3600) -> dict[tuple[str, str], dict[datetime, float]]:
-    """Per-period sums of Invocations, Invocation5XXErrors and Invocation4XXErrors of each variant, for charts:
-    {(variant, metric name): {period start (UTC): sum}}. A period without a datapoint is absent (SageMaker
-    publishes nothing for a period without requests). One GetMetricData request (pages followed) for up to
-    166 variants; raises CloudWatchError naming CloudWatch and the endpoint."""
-    variants = list(dict.fromkeys(variants))
-    ids = {f"s{k}": (variant, metric) for k, (variant, metric) in
-           enumerate((v, m) for v in variants for m in METRICS)}
-    if len(ids) > MAX_QUERIES_PER_CALL:
-        raise ValueError(f"{len(variants)} variants need more than one GetMetricData call")
-    queries = [_metric_query(qid, endpoint, variant, metric, period) for qid, (variant, metric) in ids.items()]
-    series: dict[tuple[str, str], dict[datetime, float]] = {item: {} for item in ids.values()}
-    failure = f"CloudWatch did not return the invocation metrics of endpoint {endpoint} in {region} ({{detail}})"
-    for result in _metric_data(queries, start, end, region, failure):
-        item = ids.get(result.get("Id", ""))
-        if item is None:
-            continue
-        for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
-            at = ts.astimezone(timezone.utc)
-            series[item][at] = series[item].get(at, 0.0) + value
-    return series
+class CloudWatch:
+    """CloudWatch through boto3: SageMaker invocation and error counts per variant. Built once where the services
+    are assembled (bot.services.Services) and handed in; raises CloudWatchError."""
+
+    def __init__(self, clients: aws.AwsClients):
+        self._clients = clients
+
+    def fetch_counts(
+        self, queries: Iterable[RolloutQuery], region: str, *, end: datetime, max_queries_per_call: int = MAX_QUERIES_PER_CALL
+    ) -> FetchResult:
+        """Sums since each query's start, up to `end`, in as few calls as the query limit allows.
+
+        Calls are filled to the limit (a rollout's queries may span two calls). A failed call marks the rollouts
+        it held as failed -- they are not judged on half their counts -- while the others still count.
+        """
+        queries = sorted(queries, key=lambda q: q.since)
+        starts = [first_full_minute(q.since) for q in queries]
+        # One entry per metric query, in step-start order: (rollout index, variant, metric).
+        wanted = [(i, variant, metric) for i, q in enumerate(queries) for variant in q.variants for metric in METRICS]
+        sums: dict[tuple[int, str, str], float] = {}
+        failed: dict[int, str] = {}
+        result = FetchResult()
+        end = end.astimezone(timezone.utc)
+        for offset in range(0, len(wanted), max_queries_per_call):
+            chunk = wanted[offset: offset + max_queries_per_call]
+            ids = {f"q{offset + k}": item for k, item in enumerate(chunk)}
+            metric_queries = [_metric_query(qid, queries[i].endpoint, variant, metric)
+                              for qid, (i, variant, metric) in ids.items()]
+            try:
+                self._call(metric_queries, ids, min(starts[i] for i, _, _ in chunk), end, starts, region, sums, result)
+            except CloudWatchError as exc:
+                for i, _, _ in chunk:
+                    failed[i] = str(exc)
+        for i, q in enumerate(queries):
+            if i in failed:
+                result.failed[q.key] = failed[i]
+                continue
+            result.counts[q.key] = {
+                variant: VariantCounts(
+                    requests=_count(sums.get((i, variant, "Invocations"))),
+                    errors_5xx=_count(sums.get((i, variant, "Invocation5XXErrors"))),
+                    errors_4xx=_count(sums.get((i, variant, "Invocation4XXErrors"))),
+                )
+                for variant in q.variants
+            }
+        return result
+
+
+    def _call(self, metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime, end: datetime,
+              starts: list[datetime], region: str, sums: dict, result: FetchResult) -> None:
+        """One GetMetricData request (following NextToken), its per-minute values summed per query."""
+        # The minute in progress is included: counts are cumulative and the next tick sees the rest.
+        end_minute = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if end_minute <= start:
+            end_minute = start + timedelta(minutes=1)
+        failure = (f"CloudWatch did not return SageMaker invocation metrics in {region} ({{detail}}); "
+                   "the rollouts it was asked about were not judged this pass.")
+        for series in self._metric_data(metric_queries, start, end_minute, region, failure, result):
+            where = ids.get(series.get("Id", ""))
+            if where is None:
+                continue
+            since = starts[where[0]]
+            total = sum(
+                value
+                for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
+                if ts.astimezone(timezone.utc) >= since
+            )
+            sums[where] = sums.get(where, 0.0) + total
+
+
+    def _metric_data(self, queries: list[dict], start: datetime, end: datetime, region: str, failure: str,
+                     result: FetchResult | None = None) -> Iterator[dict]:
+        """Every MetricDataResults entry of one GetMetricData request, its NextToken pages followed.
+
+        `failure` is the message of the CloudWatchError raised when a page fails ({detail} is filled in).
+        """
+        cw = self._clients.client("cloudwatch", region)
+        token = None
+        while True:
+            kwargs = {"MetricDataQueries": queries, "StartTime": start, "EndTime": end, "ScanBy": "TimestampAscending"}
+            if token:
+                kwargs["NextToken"] = token
+            try:
+                response = cw.get_metric_data(**kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                detail = exc.response.get("Error", {}).get("Message", exc) if isinstance(exc, ClientError) else exc
+                raise CloudWatchError(failure.format(detail=detail)) from None
+            finally:
+                if result is not None:
+                    result.calls += 1
+            yield from response.get("MetricDataResults", [])
+            token = response.get("NextToken")
+            if not token:
+                return
+
+
+    def fetch_series(self, endpoint: str, variants: Iterable[str], region: str, *, start: datetime, end: datetime,
+                     period: int = 3600) -> dict[tuple[str, str], dict[datetime, float]]:
+        """Per-period sums of Invocations, Invocation5XXErrors and Invocation4XXErrors of each variant, for charts:
+        {(variant, metric name): {period start (UTC): sum}}. A period without a datapoint is absent (SageMaker
+        publishes nothing for a period without requests). One GetMetricData request (pages followed) for up to
+        166 variants; raises CloudWatchError naming CloudWatch and the endpoint."""
+        variants = list(dict.fromkeys(variants))
+        ids = {f"s{k}": (variant, metric) for k, (variant, metric) in
+               enumerate((v, m) for v in variants for m in METRICS)}
+        if len(ids) > MAX_QUERIES_PER_CALL:
+            raise ValueError(f"{len(variants)} variants need more than one GetMetricData call")
+        queries = [_metric_query(qid, endpoint, variant, metric, period) for qid, (variant, metric) in ids.items()]
+        series: dict[tuple[str, str], dict[datetime, float]] = {item: {} for item in ids.values()}
+        failure = f"CloudWatch did not return the invocation metrics of endpoint {endpoint} in {region} ({{detail}})"
+        for result in self._metric_data(queries, start, end, region, failure):
+            item = ids.get(result.get("Id", ""))
+            if item is None:
+                continue
+            for ts, value in zip(result.get("Timestamps", []), result.get("Values", [])):
+                at = ts.astimezone(timezone.utc)
+                series[item][at] = series[item].get(at, 0.0) + value
+        return series

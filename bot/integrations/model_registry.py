@@ -45,30 +45,37 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-def describe_package(arn: str, region: str) -> PackageInfo:
-    try:
-        desc = aws.client("sagemaker", region).describe_model_package(ModelPackageName=arn)
-    except (ClientError, BotoCoreError) as exc:
-        raise ModelRegistryError(f"The SageMaker Model Registry did not describe model package `{arn}` "
-                                 f"({_message(exc)}).") from None
-    return PackageInfo(arn=desc.get("ModelPackageArn", arn), group=desc.get("ModelPackageGroupName"),
-                       version=desc.get("ModelPackageVersion"), status=desc.get("ModelApprovalStatus", ""),
-                       description=desc.get("ApprovalDescription"))
+class ModelRegistry:
+    """The SageMaker Model Registry through boto3. Built once where the services are assembled
+    (bot.services.Services) and handed in; raises ModelRegistryError."""
+
+    def __init__(self, clients: aws.AwsClients):
+        self._clients = clients
+
+    def describe_package(self, arn: str, region: str) -> PackageInfo:
+        try:
+            desc = self._clients.client("sagemaker", region).describe_model_package(ModelPackageName=arn)
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelRegistryError(f"The SageMaker Model Registry did not describe model package `{arn}` "
+                                     f"({_message(exc)}).") from None
+        return PackageInfo(arn=desc.get("ModelPackageArn", arn), group=desc.get("ModelPackageGroupName"),
+                           version=desc.get("ModelPackageVersion"), status=desc.get("ModelApprovalStatus", ""),
+                           description=desc.get("ApprovalDescription"))
 
 
-def set_approval(arn: str, region: str, status: str, description: str) -> bool:
-    """Sets ModelApprovalStatus with the reason as ApprovalDescription. False, with no update call, when the
-    package already has that status and description (a pass that crashed after the call and runs again)."""
-    if status not in STATUSES:
-        raise ValueError(f"{status!r} is not a model approval status")
-    description = description[:MAX_DESCRIPTION]
-    current = describe_package(arn, region)
-    if current.status == status and (current.description or "") == description:
-        return False
-    try:
-        aws.client("sagemaker", region).update_model_package(
-            ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=description)
-    except (ClientError, BotoCoreError) as exc:
-        raise ModelRegistryError(f"The SageMaker Model Registry did not set model package `{arn}` to {status} "
-                                 f"({_message(exc)}); it still says {current.status}.") from None
-    return True
+    def set_approval(self, arn: str, region: str, status: str, description: str) -> bool:
+        """Sets ModelApprovalStatus with the reason as ApprovalDescription. False, with no update call, when the
+        package already has that status and description (a pass that crashed after the call and runs again)."""
+        if status not in STATUSES:
+            raise ValueError(f"{status!r} is not a model approval status")
+        description = description[:MAX_DESCRIPTION]
+        current = self.describe_package(arn, region)
+        if current.status == status and (current.description or "") == description:
+            return False
+        try:
+            self._clients.client("sagemaker", region).update_model_package(
+                ModelPackageArn=arn, ModelApprovalStatus=status, ApprovalDescription=description)
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelRegistryError(f"The SageMaker Model Registry did not set model package `{arn}` to {status} "
+                                     f"({_message(exc)}); it still says {current.status}.") from None
+        return True

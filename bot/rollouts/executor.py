@@ -173,11 +173,11 @@ def _aws_part(services, r: Rollout, intent: Intent) -> dict[str, str]:
     """Brings the endpoint where the intent wants it. Returns what the message should say beyond the plan:
     {"restored": config} when a config was restored, {"note": text} when something was left undone."""
     if intent.restore:
-        return _restore(r, intent.restore_config)
+        return _restore(services.sagemaker, r, intent.restore_config)
     if intent.weights and r.target_weights:
         _converge_weights(services, r)
     if intent.retire:
-        return _retire(r, intent.retire)
+        return _retire(services.sagemaker, r, intent.retire)
     return {}
 
 
@@ -186,39 +186,39 @@ def _converge_weights(services, r: Rollout) -> None:
     its weights are set too, so the endpoint always ends on the latest target whoever finishes last."""
     target = r.target_weights
     for _ in range(3):
-        sagemaker.set_weights(r.endpoint, r.region, target)
+        services.sagemaker.set_weights(r.endpoint, r.region, target)
         latest = load(services, r.id)
         if latest is None or not latest.target_weights or latest.target_weights == target:
             return
         target = latest.target_weights
 
 
-def _retire(r: Rollout, retire: Retire) -> dict[str, str]:
+def _retire(sm: sagemaker.SageMaker, r: Rollout, retire: Retire) -> dict[str, str]:
     """After baking: the endpoint moves to a config serving only the candidate (the old variant's instances
     go away). Best effort: if it fails, the old variant simply stays at 0%, which is safe; the thread says so."""
     try:
-        state = sagemaker.describe_endpoint(r.endpoint, r.region)
+        state = sm.describe_endpoint(r.endpoint, r.region)
         if state.variant(r.stable_variant) is None:
             return {}  # already retired
-        sagemaker.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region)
-        sagemaker.update_endpoint_config(r.endpoint, retire.config, r.region)
+        sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region)
+        sm.update_endpoint_config(r.endpoint, retire.config, r.region)
     except sagemaker.SageMakerError as exc:
         return {"note": f":warning: `{r.stable_variant}` was not retired and stays on the endpoint at 0%: {exc}"}
     return {}
 
 
-def _restore(r: Rollout, config: str | None) -> dict[str, str]:
+def _restore(sm: sagemaker.SageMaker, r: Rollout, config: str | None) -> dict[str, str]:
     """Rolling back a finished rollout: both variants still there -> weights; otherwise the recorded config."""
-    state = sagemaker.describe_endpoint(r.endpoint, r.region)
+    state = sm.describe_endpoint(r.endpoint, r.region)
     if state.variant(r.stable_variant) and state.variant(r.candidate_variant):
-        sagemaker.set_weights(r.endpoint, r.region, {r.stable_variant: 1.0, r.candidate_variant: 0.0})
+        sm.set_weights(r.endpoint, r.region, {r.stable_variant: 1.0, r.candidate_variant: 0.0})
         return {}
     if not config:
         raise sagemaker.SageMakerError(
             f"SageMaker endpoint `{r.endpoint}` no longer has `{r.stable_variant}` and no earlier endpoint config "
             "was recorded; nothing was changed."
         )
-    sagemaker.update_endpoint_config(r.endpoint, config, r.region)
+    sm.update_endpoint_config(r.endpoint, config, r.region)
     return {"restored": config}
 
 

@@ -133,7 +133,7 @@ def start_from_deploy(services, model_name: str, *, endpoint: str, stable_varian
         return existing.id
     previous_config = None
     try:
-        previous_config = sagemaker.describe_endpoint(endpoint, model.region).config_name or None
+        previous_config = services.sagemaker.describe_endpoint(endpoint, model.region).config_name or None
     except ExternalError as exc:
         log.warning("rollout of %s: endpoint config not recorded: %s", model_name, exc)
     for _ in range(COMMAND_ATTEMPTS):
@@ -183,7 +183,7 @@ def pick_variants(services, model: Model, variant: str | None) -> tuple[sagemake
     """(endpoint state, stable, candidate) for a rollout started from Slack; RolloutRefused says what was found."""
     if not model.endpoint:
         raise RolloutRefused(f"*{text.escape(model.name)}* has no endpoint in the models file; nothing to promote.")
-    state = sagemaker.describe_endpoint(model.endpoint, model.region)
+    state = services.sagemaker.describe_endpoint(model.endpoint, model.region)
     if variant is None:
         with services.store.session() as s:
             last = store.latest_for(s, model.name)
@@ -305,7 +305,7 @@ def rollback(services, model: Model, *, user_id: str, reason: str | None = None,
         state_note = ""
         if model.endpoint:
             try:
-                state = sagemaker.describe_endpoint(model.endpoint, model.region)
+                state = services.sagemaker.describe_endpoint(model.endpoint, model.region)
                 state_note = f" The endpoint serves {text.split_line(state)}."
             except ExternalError:
                 pass

@@ -16,7 +16,8 @@ from datetime import datetime
 from slack_sdk.errors import SlackApiError
 
 from bot.integrations.airflow import AirflowAdapter, AirflowError, TaskInfo
-from bot.slack.charts import ChartPostError, DiagnosticsReadError, post_rendered, read_diagnostics_csv
+from bot.integrations.s3 import DiagnosticsReadError
+from bot.slack.charts import ChartPostError, post_rendered
 from bot.registry import Model
 from bot.runs.service import claim_event, claimed_events, finish_event, post_once, release_event
 from bot.slack.text import escape
@@ -115,7 +116,7 @@ def _post_diagnostics(services, model: Model, evaluation_row: Evaluation, channe
     if event_id is None:
         return
     try:
-        frame = read_diagnostics_csv(uri, model.region)
+        frame = services.s3.read_diagnostics_csv(uri, model.region)
     except DiagnosticsReadError as exc:
         # Said once in the thread instead of the chart; the outbox makes that reply exactly-once by itself.
         text = f":warning: The diagnostics could not be read, so there are no diagnostic plots: {escape(str(exc))}"

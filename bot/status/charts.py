@@ -66,7 +66,7 @@ class Outcome:
 
 # ---------------------------------------------------------------- the traffic chart
 
-def traffic_frame(model: Model, state: EndpointState, now: datetime):
+def traffic_frame(cw: cloudwatch.CloudWatch, model: Model, state: EndpointState, now: datetime):
     """Hourly invocations and 4XX / 5XX per variant from CloudWatch, the current weights on the latest hour
     (SageMaker says only what they are now). An hour without a datapoint had no requests: zero."""
     import pandas as pd
@@ -76,8 +76,7 @@ def traffic_frame(model: Model, state: EndpointState, now: datetime):
     if not variants:
         raise ChartUnavailable(f"endpoint {state.name} has no production variants")
     try:
-        series = cloudwatch.fetch_series(state.name, variants, model.region, start=start, end=now,
-                                         period=PERIOD_SECONDS)
+        series = cw.fetch_series(state.name, variants, model.region, start=start, end=now, period=PERIOD_SECONDS)
     except cloudwatch.CloudWatchError as exc:
         raise ChartUnavailable(str(exc)) from None
     times = sorted({at for values in series.values() for at in values})
@@ -94,8 +93,8 @@ def traffic_frame(model: Model, state: EndpointState, now: datetime):
     return pd.DataFrame(rows)
 
 
-def traffic_chart(model: Model, state: EndpointState, now: datetime):
-    frame = traffic_frame(model, state, now)
+def traffic_chart(cw: cloudwatch.CloudWatch, model: Model, state: EndpointState, now: datetime):
+    frame = traffic_frame(cw, model, state, now)
     stable = max(state.variants, key=lambda v: v.current_weight).name
     return status_chart(frame, model.name, state.name, stable=stable)
 
@@ -176,7 +175,7 @@ def prepare(services, model: Model, endpoint: EndpointState | None, endpoint_pro
     if endpoint is None:
         outcome.problems.append(f"traffic chart not available: {endpoint_problem or 'no endpoint'}")
     else:
-        chart = _draw("traffic", lambda: traffic_chart(model, endpoint, now), outcome.problems)
+        chart = _draw("traffic", lambda: traffic_chart(services.cloudwatch, model, endpoint, now), outcome.problems)
         if chart is not None:
             outcome.charts.append(("traffic split and error rates, last 24 h", chart))
     chart = _draw("rollout", lambda: rollout_chart(services, model, now), outcome.problems)

@@ -30,11 +30,11 @@ class ModelStatus:
     details: list[str] = field(default_factory=list)  # extra lines for the single-model view
 
 
-def _endpoint(model: Model) -> tuple[sagemaker.EndpointState | None, str | None]:
+def _endpoint(sm: sagemaker.SageMaker, model: Model) -> tuple[sagemaker.EndpointState | None, str | None]:
     if not model.endpoint:
         return None, "no endpoint registered"
     try:
-        return sagemaker.describe_endpoint(model.endpoint, model.region), None
+        return sm.describe_endpoint(model.endpoint, model.region), None
     except sagemaker.EndpointNotFound:
         return None, f"endpoint `{model.endpoint}` not found in {model.region}"
     except ExternalError as exc:
@@ -44,7 +44,7 @@ def _endpoint(model: Model) -> tuple[sagemaker.EndpointState | None, str | None]
 def gather(services, models: list[Model], *, detail: bool = False) -> list[ModelStatus]:
     """Endpoints are described in parallel: one slow region must not hold up the whole answer."""
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(models)))) as pool:
-        endpoints = list(pool.map(_endpoint, models))
+        endpoints = list(pool.map(lambda model: _endpoint(services.sagemaker, model), models))
     result = []
     for model, (state, problem) in zip(models, endpoints):
         status = ModelStatus(model=model, endpoint=state, problem=problem)

@@ -120,7 +120,7 @@ def _variants(state: sagemaker.EndpointState) -> list[dict]:
              "instance_type": v.instance_type, "instance_count": v.instance_count} for v in state.variants]
 
 
-def _read(model: Model, known: EndpointSnapshot | None, pacer: Pacer) -> _Read:
+def _read(sm: sagemaker.SageMaker, model: Model, known: EndpointSnapshot | None, pacer: Pacer) -> _Read:
     if not model.endpoint:
         return _Read(model, None, None, 0, utcnow())
     known_types = None
@@ -136,9 +136,9 @@ def _read(model: Model, known: EndpointSnapshot | None, pacer: Pacer) -> _Read:
         return pacer(wrapper)
 
     try:
-        state, _ = sagemaker.read_endpoint(model.endpoint, model.region,
-                                           known_config=known.config_name if known_types else None,
-                                           known_types=known_types, call=counted)
+        state, _ = sm.read_endpoint(model.endpoint, model.region,
+                                    known_config=known.config_name if known_types else None,
+                                    known_types=known_types, call=counted)
         return _Read(model, state, None, calls, utcnow())
     except sagemaker.EndpointNotFound:
         return _Read(model, None, f"endpoint `{model.endpoint}` not found in {model.region}", calls, utcnow(),
@@ -185,7 +185,7 @@ def take(services, models: list[Model] | None = None, *, source: str = "worker",
         known = {r.model: r for r in s.scalars(select(EndpointSnapshot).where(EndpointSnapshot.model.in_(names)))}
     pacer = Pacer(rate)
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(models))), thread_name_prefix="snapshot") as pool:
-        reads = list(pool.map(lambda m: _read(m, known.get(m.name), pacer), models))
+        reads = list(pool.map(lambda m: _read(services.sagemaker, m, known.get(m.name), pacer), models))
     with services.store.session() as s:
         rows = {r.model: r for r in s.scalars(select(EndpointSnapshot).where(EndpointSnapshot.model.in_(names)))}
         for read in reads:

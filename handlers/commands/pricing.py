@@ -7,7 +7,7 @@ import math
 
 from bot.pricing import service as pricing
 from bot.slack.command_line import UsageError
-from bot.integrations.sagemaker import SageMakerError, describe_endpoint
+from bot.integrations.sagemaker import SageMaker, SageMakerError
 from bot.pricing.service import Need, Offer, Quote, money
 from bot.slack.text import code, escape
 from handlers.commands.spec import Invocation, Subcommand
@@ -59,12 +59,12 @@ def check_region(inv: Invocation, region: str) -> None:
         )
 
 
-def current_instance(model, region: str):
+def current_instance(sm: SageMaker, model, region: str):
     """(instance_type, instance_count, note): what the model's endpoint runs on now, for the comparison."""
     if not model.endpoint:
         return None, None, None
     try:
-        state = describe_endpoint(model.endpoint, model.region)
+        state = sm.describe_endpoint(model.endpoint, model.region)
     except SageMakerError as exc:
         return None, None, f"Could not read what `{escape(model.endpoint)}` runs on now: {exc}"
     typed = [v for v in state.variants if v.instance_type]
@@ -207,7 +207,7 @@ def run_pricing(inv: Invocation) -> None:
     notes: list[str] = []
     current_type = None
     if model is not None:
-        current_type, count, note = current_instance(model, region)
+        current_type, count, note = current_instance(inv.services.sagemaker, model, region)
         if note:
             notes.append(note)
         if current_type:

@@ -251,9 +251,6 @@ def test_generated_pipelines_retrain_evaluate_deploy_and_keep_the_model_registry
 ):
     steps = dag_file.load()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", proxy.url)
-    from bot.integrations import aws as bot_aws
-
-    bot_aws.client.cache_clear()
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
     create_endpoint("churn-prod", {"v41": 1.0})
     # Production: an Approved package whose model only ever learned from the first feature.

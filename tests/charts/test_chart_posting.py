@@ -7,16 +7,15 @@ import boto3
 import pytest
 from slack_sdk import WebClient
 
-from bot.slack.charts import (
-    ALT_TEXT_LIMIT,
-    ChartPostError,
-    DiagnosticsReadError,
-    post_chart,
-    post_rendered,
-    read_diagnostics_csv,
-)
+from bot.integrations.aws import AwsClients
+from bot.integrations.s3 import S3, DiagnosticsReadError
+from bot.slack.charts import ALT_TEXT_LIMIT, ChartPostError, post_chart, post_rendered
 from charts.diagnostics import diagnostics
 from charts.examples import classification_frame
+
+
+def read_diagnostics_csv(uri: str, region: str):
+    return S3(AwsClients()).read_diagnostics_csv(uri, region)
 
 
 @pytest.fixture

@@ -82,14 +82,10 @@ def pipeline_proxy(moto_url):
 @pytest.fixture
 def pipeline_aws(aws, pipeline_proxy, monkeypatch):
     """moto reset, the artifacts bucket made; SageMaker through the UpdateEndpoint fake."""
-    from bot.integrations import aws as bot_aws
-
     pipeline_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", pipeline_proxy.url)
-    bot_aws.client.cache_clear()
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
     yield pipeline_proxy
-    bot_aws.client.cache_clear()
 
 
 def pipeline(steps, **changes):

@@ -10,7 +10,6 @@ import pytest
 from moto import mock_aws
 from slack_sdk.errors import SlackApiError
 
-from bot.integrations import aws as bot_aws
 from bot.slack.command_line import parse
 from bot.integrations.price_list import Fetched, PriceRecord
 from bot.pricing import service as pricing
@@ -64,7 +63,6 @@ def sagemaker(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bot_aws.client.cache_clear()
     with mock_aws():
         sm = boto3.client("sagemaker", region_name="us-east-1")
         sm.create_model(ModelName="churn-v1", ExecutionRoleArn="arn:aws:iam::123456789012:role/sm",
@@ -74,7 +72,6 @@ def sagemaker(monkeypatch):
             "InstanceType": "ml.m5.xlarge", "InitialVariantWeight": 1.0}])
         sm.create_endpoint(EndpointName="churn-prod", EndpointConfigName="churn-c1")
         yield sm
-    bot_aws.client.cache_clear()
 
 
 def test_numbers_give_the_five_cheapest_with_hourly_and_monthly_cost(services):

@@ -26,13 +26,9 @@ def sagemaker_proxy(moto_url):
 @pytest.fixture
 def rollout_aws(aws, sagemaker_proxy, monkeypatch):
     """moto reset; SageMaker through the UpdateEndpoint fake, CloudWatch straight to moto."""
-    from bot.integrations import aws as bot_aws
-
     sagemaker_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
-    bot_aws.client.cache_clear()
     yield aws
-    bot_aws.client.cache_clear()
 
 
 @pytest.fixture

@@ -35,13 +35,9 @@ def sagemaker_proxy(moto_url):
 
 @pytest.fixture
 def status_aws(aws, sagemaker_proxy, monkeypatch):
-    from bot.integrations import aws as bot_aws
-
     sagemaker_proxy.reset()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
-    bot_aws.client.cache_clear()
     yield aws
-    bot_aws.client.cache_clear()
 
 
 @pytest.fixture
