@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import math
 
+from bot.pricing import messages
 from bot.pricing import service as pricing
 from bot.slack.command_line import UsageError
 from bot.integrations.sagemaker import SageMaker, SageMakerError
-from bot.pricing.service import Need, Offer, Quote, money
-from bot.slack.text import code, escape
+from bot.pricing.service import Need, Quote
+from bot.slack.text import code
 from handlers.commands.spec import Invocation, Subcommand
 
 log = logging.getLogger(__name__)
-
-HEADER_MAX = 150  # Slack's limit for a header block's text
 
 
 def _number(text: str) -> float | None:
@@ -66,81 +65,12 @@ def current_instance(sm: SageMaker, model, region: str):
     try:
         state = sm.describe_endpoint(model.endpoint, model.region)
     except SageMakerError as exc:
-        return None, None, f"Could not read what `{escape(model.endpoint)}` runs on now: {exc}"
+        return None, None, messages.endpoint_unreadable(model.endpoint, exc)
     typed = [v for v in state.variants if v.instance_type]
     if not typed:
-        return None, None, f"`{escape(model.endpoint)}` reports no instance type (serverless or still creating)."
+        return None, None, messages.no_instance_type(model.endpoint)
     main = max(typed, key=lambda v: v.current_weight)
     return main.instance_type, main.instance_count or 1, None
-
-
-def comparison(q: Quote, current_type: str, count: int, current: Offer | None) -> str:
-    times = f"{count} × " if count > 1 else ""
-    if current is None:
-        return f"The endpoint runs on {times}`{current_type}`, which has no stored price in {q.region}."
-    pay = f"You pay {money(current.usd_per_month * count)} a month on {times}`{current_type}`"
-    if not q.offers:
-        return pay + "."
-    best = q.offers[0]
-    if best.instance_type == current_type:
-        return pay + ", already the cheapest instance that fits."
-    if not current.fits(q.need):
-        return (pay + f", which is below the registered needs; `{best.instance_type}` fits for "
-                f"{money(best.usd_per_month * count)}.")
-    saving = (current.usd_per_month - best.usd_per_month) * count
-    if saving <= 0:
-        return pay + f"; `{best.instance_type}` fits for {money(best.usd_per_month * count)}."
-    return (pay + f"; `{best.instance_type}` fits for {money(best.usd_per_month * count)} "
-            f"(saves {money(saving)} a month).")
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
-def _offer_section(rank: int, o: Offer) -> dict:
-    mark = " :star: cheapest" if rank == 1 else ""
-    return {
-        "type": "section",
-        "text": {"type": "mrkdwn", "text": f"*{rank}. `{o.instance_type}`*{mark}\n{o.specs()}"},
-        "fields": [
-            {"type": "mrkdwn", "text": f"*{money(o.usd_per_hour)}* an hour"},
-            {"type": "mrkdwn", "text": f"*{money(o.usd_per_month)}* a month"},
-        ],
-    }
-
-
-def render(q: Quote, *, subject: str, notes: list[str]) -> tuple[str, list[dict]]:
-    """(fallback text, Block Kit blocks) for a quote."""
-    header = f"SageMaker hosting prices for {subject}"
-    blocks: list[dict] = [
-        {"type": "header", "text": {"type": "plain_text", "text": header[:HEADER_MAX], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn",
-                                      "text": f"At least *{q.need.describe()}* in *{q.region}*, on-demand."}},
-    ]
-    lines: list[str] = []
-    if q.stale():
-        lines.append(f":warning: These prices are {pricing.humanize_age(q.age())} old; run "
-                     f"`modelbot prices refresh --region {q.region}` for current ones.")
-    lines += notes
-    if q.offers:
-        best = q.offers[0]
-        summary = (f"Cheapest fit for {q.need.describe()} in {q.region}: {best.instance_type} at "
-                   f"{money(best.usd_per_hour)}/h ({money(best.usd_per_month)} a month).")
-    else:
-        big = q.largest
-        summary = (f"No instance in {q.region} has at least {q.need.describe()}; the largest available is "
-                   f"{big.instance_type} ({big.specs()}) at {money(big.usd_per_hour)}/h.")
-        lines.insert(0, ":x: " + summary.replace(big.instance_type, f"`{big.instance_type}`"))
-    for line in lines:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line}})
-    if q.offers:
-        blocks.append({"type": "divider"})
-        blocks += [_offer_section(i, o) for i, o in enumerate(q.offers, start=1)]
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                   f"{_sentence(q.freshness())}. A month is {pricing.HOURS_PER_MONTH} hours."}]})
-    text = " ".join([summary] + [n for n in lines if not n.startswith(":x:")] + [_sentence(q.freshness()) + "."])
-    return text, blocks
 
 
 def post_chart(inv: Invocation, q: Quote, current_type: str | None, subject: str) -> str | None:
@@ -174,7 +104,7 @@ def post_chart(inv: Invocation, q: Quote, current_type: str | None, subject: str
         )
     except Exception as exc:  # slack_sdk raises SlackApiError or a transport error; the reply still goes out
         log.warning("pricing chart upload failed: %s", exc)
-        return f":warning: Slack did not take the chart ({exc.__class__.__name__}); the prices above are complete."
+        return messages.chart_refused(exc)
     return None
 
 
@@ -202,7 +132,7 @@ def run_pricing(inv: Invocation) -> None:
     try:
         q = pricing.quote(inv.services.store, region, need)
     except pricing.NoPrices as exc:
-        inv.reply(text=f":information_source: {exc}")
+        inv.reply(text=messages.no_prices(exc))
         return
     notes: list[str] = []
     current_type = None
@@ -213,12 +143,12 @@ def run_pricing(inv: Invocation) -> None:
         if current_type:
             with inv.services.store.session() as s:
                 current = pricing.offer_for(s, region, current_type)
-            notes.append(comparison(q, current_type, count, current))
+            notes.append(messages.comparison(q, current_type, count, current))
     if "chart" in inv.line.flags:
         note = post_chart(inv, q, current_type, subject)
         if note:
             notes.append(note)
-    text, blocks = render(q, subject=subject, notes=notes)
+    text, blocks = messages.render(q, subject=subject, notes=notes)
     inv.reply(text=text, blocks=blocks)
 
 
