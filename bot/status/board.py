@@ -16,16 +16,11 @@ from sqlalchemy import JSON, Integer, String, and_, bindparam, case, cast, func,
 
 from bot.rollouts.tables import Rollout
 from bot.runs.tables import RunRecord
-from bot.slack.text import escape
+from bot.status.messages import PAGE_SIZE, line_text, period
+from bot.status.messages import render_board as render  # noqa: F401  (handlers/commands/status.py)
 from bot.status.tables import WORKER_PASS, EndpointSnapshot, SnapshotPass
 from bot.store.base import as_utc, utcnow
 
-PAGE_SIZE = 25
-SECTION_LIMIT = 3000
-BLOCK_LIMIT = 50
-HEADER_LIMIT = 150
-TEXT_LIMIT = 3900  # the text fallback: notifications and screen readers; the blocks carry the page
-ELLIPSIS = "…"
 # A finished rollback stays on top this long: someone should look at why.
 RECENT_ROLLBACK = timedelta(hours=24)
 ROLLING_STATES = ("pending", "progressing", "baking")
@@ -37,10 +32,6 @@ GLOB_CHARS = set("*?[")
 
 def is_glob(text: str) -> bool:
     return any(c in GLOB_CHARS for c in text)
-
-
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 @dataclass
@@ -175,37 +166,6 @@ def _worker_only(session) -> dict | None:
             "models": p.models}
 
 
-def period(worker: dict | None, interval: float) -> float:
-    """How often the worker reads each endpoint in practice."""
-    if worker is None:
-        return interval
-    return max(worker["interval"] or interval, worker["seconds"] or 0.0)
-
-
-def age_text(seconds: float) -> str:
-    if seconds < 90:
-        return f"{int(seconds)} s"
-    if seconds < 5400:
-        return f"{int(seconds // 60)} min"
-    if seconds < 172800:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} days"
-
-
-def traffic(variants: list[dict]) -> str:
-    if not variants:
-        return "no variants"
-    total = sum(float(v.get("weight") or 0) for v in variants)
-    parts = []
-    for v in variants:
-        pct = 100 * float(v.get("weight") or 0) / total if total else 0.0
-        hw = ""
-        if v.get("instance_type"):
-            hw = f" {v['instance_type']}" + (f"×{v['instance_count']}" if v.get("instance_count") is not None else "")
-        parts.append(f"`{escape(v['name'])}` {pct:.0f}%{hw}")
-    return " · ".join(parts)
-
-
 def classify(row: Row, now: datetime) -> tuple[str, int, list[str]]:
     """(category, severity, reasons): attention reasons in SEVERITY order."""
     reasons: list[str] = []
@@ -232,65 +192,10 @@ def classify(row: Row, now: datetime) -> tuple[str, int, list[str]]:
     return "steady", 0, []
 
 
-def _rollout_words(r: dict, now: datetime) -> str:
-    state = r["state"]
-    pair = f"`{escape(r['stable'])}` → `{escape(r['candidate'])}`"
-    steps = r["steps"] or [100]
-    pct = steps[min(r["step_index"], len(steps) - 1)]
-    if state == "rolled_back":
-        verb = "rolling back" if r["pending"] is not None else "rolled back"
-        when = f" {age_text((now - r['ended_at']).total_seconds())} ago" if r["ended_at"] else ""
-        return f"{verb} {pair}{when}"
-    if state == "paused":
-        why = f": {escape(cut(r['paused_reason'], 80))}" if r["paused_reason"] else ""
-        return f"rollout {pair} paused at {pct:g}%{why}"
-    if state == "progressing":
-        return f"rolling out {pair}, step {r['step_index'] + 1}/{len(steps)} ({pct:g}%)"
-    if state == "baking":
-        return f"rolling out {pair}, baking at 100%"
-    if state == "pending":
-        return f"rollout {pair} starting"
-    return ""  # promoted / aborted long ago: nothing to say in a one-line view
-
-
 def line_for(row: Row, now: datetime, stale_after: float) -> Line:
     category, severity, reasons = classify(row, now)
-    icon = {"attention": ":red_circle:", "rolling": ":large_blue_circle:", "steady": ":white_circle:"}[category]
-    parts: list[str] = []
-    snap = row.snap
-    if row.rollout is not None:
-        words = _rollout_words(row.rollout, now)
-        if words:
-            parts.append(words)
-        if "rollout stuck" in reasons:
-            parts.append(f"last error: {escape(cut(row.rollout['error'], 100))}")
-    if snap is None:
-        parts.append("endpoint not read yet (registered since the worker's last pass)")
-    elif not snap["endpoint"]:
-        parts.append("no endpoint registered")
-    else:
-        if snap["variants"]:
-            parts.append(traffic(snap["variants"]))
-        if snap["status"] and snap["status"] != "InService":
-            parts.append(f"endpoint `{escape(snap['endpoint'])}` is *{escape(snap['status'])}*")
-        if snap["error"]:
-            parts.append(f":warning: {escape(cut(snap['error'], 160))}")
-        seen = snap["ok_at"] or snap["read_at"]
-        age = (now - seen).total_seconds() if seen else None
-        if snap["ok_at"] is None:
-            parts.append("_never read successfully_")
-        elif age is not None and age > stale_after:
-            parts.append(f"_data {age_text(age)} old_")
-    if row.run is not None:
-        run = row.run
-        if "run failing" in reasons:
-            failed = ", ".join(run["failed_tasks"][:3])
-            parts.append(f"run failed{f' ({escape(failed)})' if failed else ''}"
-                         + (f" {age_text((now - run['ended_at']).total_seconds())} ago" if run["ended_at"] else ""))
-        elif run["state"] in ("running", "queued"):
-            parts.append(f"run {run['state']}")
-    text = f"{icon} *{escape(row.name)}* — " + "; ".join(parts)
-    return Line(name=row.name, category=category, severity=severity, text=cut(text, 600))
+    return Line(name=row.name, category=category, severity=severity,
+                text=line_text(row, now, stale_after, category, reasons))
 
 
 def build(session, names: list[str], *, interval: float, page: int = 1, now: datetime | None = None) -> Board:
@@ -312,59 +217,3 @@ def select_names(all_names: list[str], pattern: str | None) -> list[str]:
     return [n for n in all_names if fnmatch.fnmatchcase(n, pattern)]
 
 
-def count_line(board: Board, total: int, pattern: str | None) -> str:
-    c = board.counts
-    what = f"{total} model{'s' if total != 1 else ''}"
-    if pattern:
-        what += f" match `{escape(pattern)}`"
-    return f"{what}: {c['attention']} need attention, {c['rolling']} rolling out, {c['steady']} steady"
-
-
-def freshness(board: Board, interval: float) -> str:
-    w = board.worker
-    if w is None:
-        return ":hourglass: The worker (`python -m jobs`) has not taken an endpoint snapshot yet."
-    ago = (board.now - w["finished_at"]).total_seconds()
-    note = (f"Endpoints as the worker read them {age_text(max(0.0, ago))} ago "
-            f"(a pass every {age_text(period(w, interval))}); `/model status <model> --live` reads one now.")
-    if ago > 2 * period(w, interval):
-        note = f":warning: The worker's last endpoint snapshot finished {age_text(ago)} ago: is it running? " + note
-    return note
-
-
-def render(board: Board, *, pattern: str | None, interval: float, notes: list[str] = ()) -> dict:
-    """One page as an ephemeral reply: {"text", "blocks"}, within Slack's limits (50 blocks, 3,000 a section)."""
-    total = board.total
-    pages = max(1, -(-total // PAGE_SIZE))
-    page = board.page
-    shown = board.lines
-    title = cut("Model status" + (f", page {page} of {pages}" if pages > 1 else ""), HEADER_LIMIT)
-    counts = count_line(board, total, pattern)
-    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}},
-                          {"type": "section", "text": {"type": "mrkdwn", "text": cut(f"*{counts}*", SECTION_LIMIT)}}]
-    context = [freshness(board, interval), *notes]
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(t, SECTION_LIMIT)}
-                                                   for t in context[:10]]})
-    if not shown:
-        empty = (f"No registered model matches `{escape(pattern)}`." if pattern else
-                 "No models are registered. Add one to the models file (see models.example.toml).")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": empty}})
-    chunk: list[str] = []
-    for line in shown:
-        if chunk and len("\n".join(chunk + [line.text])) > SECTION_LIMIT:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
-            chunk = []
-        chunk.append(line.text)
-    if chunk:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
-    if pages > 1:
-        target = f" {escape(pattern)}" if pattern else ""
-        nav = [f"Page {page} of {pages}."]
-        if page < pages:
-            nav.append(f"Next: `/model status{target} --page {page + 1}`.")
-        if not pattern:
-            nav.append("Filter with a glob: `/model status fraud-*`.")
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " ".join(nav)}]})
-    blocks = blocks[:BLOCK_LIMIT]
-    text = cut("\n".join([title, counts] + [l.text for l in shown]), TEXT_LIMIT)
-    return {"text": text, "blocks": blocks}

@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 
 from bot.pipelines.packages import package_versions
 from bot.rollouts import service as rollouts
-from bot.rollouts.messages import split_line
-from bot.status.board import age_text, cut
 from bot.runs import service as runs
 from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
+from bot.status.messages import read_line
+from bot.status.messages import render_statuses as render  # noqa: F401  (handlers/commands/status.py, bench)
 from bot.status.tables import EndpointSnapshot
-from bot.store.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,44 +58,6 @@ def gather(services, models: list[Model], *, detail: bool = False) -> list[Model
             status.details.extend(_history(services, model))
         result.append(status)
     return result
-
-
-def production_variant(state: sagemaker.EndpointState) -> str | None:
-    if not state.variants:
-        return None
-    return max(state.variants, key=lambda v: v.current_weight).name
-
-
-def model_lines(status: ModelStatus) -> list[str]:
-    m = status.model
-    lines = []
-    if status.endpoint is not None:
-        st = status.endpoint
-        lines.append(f"Endpoint `{st.name}` ({st.status}) in {m.region}; production: `{production_variant(st)}`")
-        lines.append(f"Traffic: {split_line(st)}")
-    else:
-        lines.append(f":warning: {status.problem}")
-    lines.append(f"Rollout: {status.rollout or 'none in progress'}")
-    lines.append(f"Last run: {status.last_run or 'none seen yet'}")
-    return lines
-
-
-def render(statuses: list[ModelStatus], *, detail: bool = False) -> tuple[str, list[dict]]:
-    if not statuses:
-        text = "No models are registered. Add one to the models file (see models.example.toml)."
-        return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-    title = f"Status of {statuses[0].model.name}" if detail else f"Status of {len(statuses)} models"
-    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
-    text_lines = [title]
-    for status in statuses:
-        lines = model_lines(status) + (status.details if detail else [])
-        body = f"*{status.model.name}*\n" + "\n".join(lines)
-        text_lines.append(body)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}})
-        blocks.append({"type": "divider"})
-    if len(blocks) > 50:  # Block Kit's limit; the text fallback still has everything
-        blocks = blocks[:49] + [{"type": "context", "elements": [{"type": "mrkdwn", "text": "…more in the text version"}]}]
-    return "\n".join(text_lines), blocks
 
 
 # ---------------------------------------------------------------- one model, from the endpoint snapshot
@@ -152,13 +113,3 @@ def _history(services, model: Model) -> list[str]:
     return lines
 
 
-def read_line(row) -> str:
-    now = utcnow()
-    who = "read live" if row.source == "live" else "read by the worker"
-    if row.ok_at is None:
-        line = f"_Never read successfully; last try {age_text((now - row.when('read_at')).total_seconds())} ago._"
-    else:
-        line = f"_Endpoint {who} {age_text(max(0.0, (now - row.when('ok_at')).total_seconds()))} ago._"
-    if row.error and row.ok_at is not None:
-        line += f"\n:warning: The last read failed: {cut(row.error, 300)}"
-    return line
