@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.scripted_airflow import FakeAirflow
+from sandbox.update_endpoint_proxy import SageMakerProxy
 from tests.harness import free_port
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
@@ -189,3 +190,19 @@ def fake():
     server = FakeAirflow().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sagemaker_proxy(moto_url):
+    """SageMaker's JSON protocol in front of moto, answering UpdateEndpoint (which moto lacks); counts calls."""
+    proxy = SageMakerProxy(moto_url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def proxied_aws(aws, sagemaker_proxy, monkeypatch):
+    """moto reset; SageMaker through the UpdateEndpoint proxy, everything else straight to moto."""
+    sagemaker_proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
+    yield aws

@@ -47,13 +47,7 @@ def gather(services, models: list[Model], *, detail: bool = False) -> list[Model
     result = []
     for model, (state, problem) in zip(models, endpoints):
         status = ModelStatus(model=model, endpoint=state, problem=problem)
-        # The database may fail where SageMaker answered: show what is known, say what could not be read.
-        for attr, fn in (("last_run", runs.last_run_summary), ("rollout", rollouts.rollout_summary)):
-            try:
-                setattr(status, attr, fn(services, model))
-            except Exception:
-                log.exception("status: %s for %s failed", attr, model.name)
-                setattr(status, attr, "_could not be read (logged)_")
+        _add_summaries(services, status)
         if detail:
             status.details.extend(_history(services, model))
         result.append(status)
@@ -90,14 +84,21 @@ def from_snapshot(services, model: Model) -> ModelStatus:
     status = ModelStatus(model=model, endpoint=state, problem=problem)
     if row is not None and model.endpoint:
         status.details.append(read_line(row))
+    _add_summaries(services, status)
+    status.details.extend(_history(services, model))
+    return status
+
+
+def _add_summaries(services, status: ModelStatus) -> None:
+    """The model's last run and rollout lines. The database may fail where SageMaker answered: what is known
+    is shown, and what could not be read says so."""
+    model = status.model
     for attr, fn in (("last_run", runs.last_run_summary), ("rollout", rollouts.rollout_summary)):
         try:
             setattr(status, attr, fn(services, model))
         except Exception:
             log.exception("status: %s for %s failed", attr, model.name)
             setattr(status, attr, "_could not be read (logged)_")
-    status.details.extend(_history(services, model))
-    return status
 
 
 def _history(services, model: Model) -> list[str]:

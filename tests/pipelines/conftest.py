@@ -13,7 +13,6 @@ import boto3
 import pytest
 
 from bot.pipelines import dag_file
-from sandbox.update_endpoint_proxy import SageMakerProxy
 from tests.harness import ROOT
 
 EXAMPLE = ROOT / "dags" / "examples" / "churn_model.py"
@@ -72,20 +71,16 @@ def modules(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.fixture(scope="session")
-def pipeline_proxy(moto_url):
-    proxy = SageMakerProxy(moto_url).start()
-    yield proxy
-    proxy.stop()
+@pytest.fixture
+def pipeline_proxy(sagemaker_proxy):
+    return sagemaker_proxy
 
 
 @pytest.fixture
-def pipeline_aws(aws, pipeline_proxy, monkeypatch):
+def pipeline_aws(proxied_aws, sagemaker_proxy):
     """moto reset, the artifacts bucket made; SageMaker through the UpdateEndpoint fake."""
-    pipeline_proxy.reset()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", pipeline_proxy.url)
     boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
-    yield pipeline_proxy
+    yield sagemaker_proxy
 
 
 def pipeline(steps, **changes):

@@ -10,25 +10,15 @@ import boto3
 import pytest
 
 from tests.endpoints import create_endpoint
-from sandbox.update_endpoint_proxy import SageMakerProxy
 
 REGION = "us-east-1"
 
 
 
-@pytest.fixture(scope="session")
-def sagemaker_proxy(moto_url):
-    proxy = SageMakerProxy(moto_url).start()
-    yield proxy
-    proxy.stop()
-
-
 @pytest.fixture
-def rollout_aws(aws, sagemaker_proxy, monkeypatch):
+def rollout_aws(proxied_aws):
     """moto reset; SageMaker through the UpdateEndpoint fake, CloudWatch straight to moto."""
-    sagemaker_proxy.reset()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
-    yield aws
+    return proxied_aws
 
 
 @pytest.fixture

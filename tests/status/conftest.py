@@ -11,7 +11,6 @@ from bot.status.tables import WORKER_PASS, EndpointSnapshot, SnapshotPass
 from bot.slack.command_line import UsageError
 from handlers.commands.model import resolve, usage_reply
 from handlers.commands.spec import Invocation
-from sandbox.update_endpoint_proxy import SageMakerProxy
 from tests.conftest import MODELS_TOML
 
 HEADER = MODELS_TOML.split("[models.churn]")[0]
@@ -26,18 +25,9 @@ def registry_toml(names: list[str]) -> str:
     return "\n".join(body)
 
 
-@pytest.fixture(scope="session")
-def sagemaker_proxy(moto_url):
-    proxy = SageMakerProxy(moto_url).start()
-    yield proxy
-    proxy.stop()
-
-
 @pytest.fixture
-def status_aws(aws, sagemaker_proxy, monkeypatch):
-    sagemaker_proxy.reset()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", sagemaker_proxy.url)
-    yield aws
+def status_aws(proxied_aws):
+    return proxied_aws
 
 
 @pytest.fixture
