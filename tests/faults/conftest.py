@@ -19,7 +19,7 @@ import requests
 
 from bot.integrations.cloudwatch import first_full_minute
 from tests.harness import ROOT, free_port
-from tests.rollout.conftest import churn_endpoint, put_traffic, rollout_aws, sagemaker_proxy, t0, weights  # noqa: F401
+from tests.rollout.conftest import churn_endpoint, put_traffic, rollout_aws, t0, weights  # noqa: F401
 
 # Where `python -m jobs` is run from. Pointing it at a checkout of an older commit (with its own jobs/) shows a
 # test failing on the old design.
