@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -25,6 +26,8 @@ from bot.store import Store
 
 
 log = logging.getLogger(__name__)
+
+FAIL_FAST_SLACK_TIMEOUT_SECONDS = 5
 
 
 class BoundedPool:
@@ -103,6 +106,15 @@ class Services:
             store=store,
             slack=make_web_client(secret(settings.SLACK_BOT_TOKEN), settings.SLACK_API_URL),
         )
+
+    @functools.cached_property
+    def fail_fast_slack(self) -> "Services":
+        """The same services with a Slack client that tries once, with a short timeout and no Retry-After
+        sleep: for the rollout controller, whose tick must not wait on Slack (what fails waits in the outbox,
+        whose delivery job retries with back-off)."""
+        fast = make_web_client(self.slack.token, self.slack.base_url, retries=False,
+                               timeout=FAIL_FAST_SLACK_TIMEOUT_SECONDS)
+        return dataclasses.replace(self, slack=fast)
 
     @functools.cached_property
     def background(self) -> ThreadPoolExecutor:

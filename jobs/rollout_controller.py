@@ -60,7 +60,9 @@ class TickStats:
 
 
 def run_once(services, now: datetime | None = None) -> str:
-    return tick(services, now).summary()
+    # The worker's tick talks to Slack once per message, never sleeping through a 429's Retry-After: a later
+    # rollout's rollback in the same tick must not wait for an earlier one's evidence edit.
+    return tick(services.fail_fast_slack, now).summary()
 
 
 def tick(services, now: datetime | None = None, *,

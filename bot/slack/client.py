@@ -82,15 +82,14 @@ class FittingWebClient(WebClient):
         return super().api_call(api_method, json=json, data=data, **kwargs)
 
 
-def make_web_client(token: str | None, base_url: str) -> WebClient:
-    return FittingWebClient(
-        token=token,
-        base_url=base_url,
-        timeout=SLACK_TIMEOUT_SECONDS,
-        retry_handlers=[
-            # Slack's 429 carries Retry-After; the handler sleeps that long before the retry.
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ConnectionErrorRetryHandler(max_retry_count=2),
-            ServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
+def make_web_client(token: str | None, base_url: str, *, retries: bool = True,
+                    timeout: float = SLACK_TIMEOUT_SECONDS) -> WebClient:
+    """retries=False: one attempt, no Retry-After sleep; for a caller whose own clock matters more than the
+    message (the rollout controller), with the outbox retrying what failed."""
+    handlers = [
+        # Slack's 429 carries Retry-After; the handler sleeps that long before the retry.
+        RateLimitErrorRetryHandler(max_retry_count=3),
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        ServerErrorRetryHandler(max_retry_count=2),
+    ] if retries else []
+    return FittingWebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)
