@@ -81,10 +81,12 @@ def _default_region(settings, registry) -> str:
 
 def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
     from bot.pricing import service as pricing
-    from bot.integrations.price_list import PriceListError
+    from bot.integrations.aws import AwsClients
+    from bot.integrations.price_list import PriceList, PriceListError
     from jobs.price_refresh import registry_regions
 
     settings, store, registry = _services_light()
+    prices = PriceList(AwsClients())
     if args.region:
         regions = list(dict.fromkeys(args.region))
     elif registry is not None:
@@ -95,7 +97,7 @@ def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
     for region in regions:
         bar = ProgressBar(f"{region}", err)
         try:
-            result = pricing.refresh_region(store, region, args.source, progress=bar)
+            result = pricing.refresh_region(store, prices, region, args.source, progress=bar)
         except PriceListError as exc:
             bar.close()
             print(f"error: {exc}", file=err)

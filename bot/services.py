@@ -18,6 +18,7 @@ from bot.integrations.airflow import AirflowAdapter
 from bot.integrations.aws import AwsClients
 from bot.integrations.cloudwatch import CloudWatch
 from bot.integrations.model_registry import ModelRegistry
+from bot.integrations.price_list import PriceList
 from bot.integrations.s3 import S3
 from bot.integrations.sagemaker import SageMaker
 from bot.registry import Registry, load_registry
@@ -87,12 +88,14 @@ class Services:
     cloudwatch: CloudWatch = field(init=False)
     s3: S3 = field(init=False)
     model_registry: ModelRegistry = field(init=False)
+    price_list: PriceList = field(init=False)
 
     def __post_init__(self) -> None:
         self.sagemaker = SageMaker(self.aws_clients)
         self.cloudwatch = CloudWatch(self.aws_clients)
         self.s3 = S3(self.aws_clients)
         self.model_registry = ModelRegistry(self.aws_clients)
+        self.price_list = PriceList(self.aws_clients)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> "Services":

@@ -34,7 +34,7 @@ def run_once(services) -> str:
     failed: list[str] = []
     for region, why in due.items():
         try:
-            result = pricing.refresh_region(services.store, region, "auto")
+            result = pricing.refresh_region(services.store, services.price_list, region, "auto")
         except PriceListError as exc:
             log.warning("price refresh of %s failed: %s", region, exc)
             failed.append(f"{region} failed ({exc})")

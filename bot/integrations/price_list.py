@@ -538,3 +538,25 @@ def fetch_from_bulk(region: str, *, base_url: str | None = None, progress: Progr
                     f"prices for {region} were not refreshed."
                 ) from None
             raise
+
+
+class PriceList:
+    """AWS's SageMaker hosting prices, from the Price List API or the public bulk offer file; built once where
+    the services are assembled (the API client comes from the shared AwsClients) and handed in."""
+
+    def __init__(self, clients: aws.AwsClients, *, bulk_url: str | None = None):
+        self._clients = clients
+        self.bulk_url = bulk_url
+
+    def api_client(self):
+        # Two attempts, not four: a failed refresh is tried again by the job later, and nobody waits on it.
+        return self._clients.client("pricing", PRICING_API_REGION, attempts=2)
+
+    def has_credentials(self) -> bool:
+        return has_aws_credentials()
+
+    def from_api(self, region: str, *, progress: Progress | None = None) -> Fetched:
+        return fetch_from_api(region, client=self.api_client(), progress=progress)
+
+    def from_bulk(self, region: str, *, progress: Progress | None = None) -> Fetched:
+        return fetch_from_bulk(region, base_url=self.bulk_url, progress=progress)

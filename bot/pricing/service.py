@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.integrations import price_list
 from bot.errors import ExternalError
-from bot.integrations.price_list import Fetched, PriceListError, Progress
+from bot.integrations.price_list import Fetched, PriceList, PriceListError, Progress
 from bot.store import Store
 from bot.store.base import as_utc, utcnow
 from bot.pricing.tables import InstancePrice, PriceRefresh
@@ -185,18 +185,17 @@ def region_examples(n: int = 6) -> str:
 # --- refresh ---------------------------------------------------------------------------------------------------
 
 
-def choose_source(source: str) -> str:
+def choose_source(source: str, prices: PriceList) -> str:
     if source not in ("auto", "api", "bulk"):
         raise ValueError(f"source must be auto, api or bulk, not {source!r}")
     if source != "auto":
         return source
-    return "api" if price_list.has_aws_credentials() else "bulk"
+    return "api" if prices.has_credentials() else "bulk"
 
 
-def fetch(region: str, source: str, *, progress: Progress | None = None, api_client=None,
-          bulk_url: str | None = None) -> Fetched:
+def fetch(prices: PriceList, region: str, source: str, *, progress: Progress | None = None) -> Fetched:
     if source == "api":
-        fetched = price_list.fetch_from_api(region, client=api_client, progress=progress)
+        fetched = prices.from_api(region, progress=progress)
         if not fetched.records:
             raise PriceListError(
                 f"The AWS Price List API returned no SageMaker hosting prices for {region!r} "
@@ -204,7 +203,7 @@ def fetch(region: str, source: str, *, progress: Progress | None = None, api_cli
                 f"Prices for {region} were not refreshed."
             )
         return fetched
-    fetched = price_list.fetch_from_bulk(region, base_url=bulk_url, progress=progress)
+    fetched = prices.from_bulk(region, progress=progress)
     if not fetched.records:
         raise PriceListError(
             f"The AWS bulk price list file for {region} held no usable SageMaker hosting prices "
@@ -213,14 +212,14 @@ def fetch(region: str, source: str, *, progress: Progress | None = None, api_cli
     return fetched
 
 
-def refresh_region(store: Store, region: str, source: str = "auto", *, progress: Progress | None = None,
-                   api_client=None, bulk_url: str | None = None) -> RefreshResult:
+def refresh_region(store: Store, prices: PriceList, region: str, source: str = "auto", *,
+                   progress: Progress | None = None) -> RefreshResult:
     """Fetch a region's prices and replace its stored rows in one transaction; a failure keeps the old rows
     and is recorded, then raised (PriceListError)."""
-    chosen = choose_source(source)
+    chosen = choose_source(source, prices)
     try:
         try:
-            fetched = fetch(region, chosen, progress=progress, api_client=api_client, bulk_url=bulk_url)
+            fetched = fetch(prices, region, chosen, progress=progress)
         except PriceListError as exc:
             # "auto" means whichever source works: credentials without pricing:GetProducts rights happen.
             if source != "auto" or chosen != "api" or isinstance(exc, price_list.UnknownRegion):
@@ -228,7 +227,7 @@ def refresh_region(store: Store, region: str, source: str = "auto", *, progress:
             log.warning("%s Trying the bulk price list file instead.", exc)
             chosen = "bulk"
             try:
-                fetched = fetch(region, chosen, progress=progress, bulk_url=bulk_url)
+                fetched = fetch(prices, region, chosen, progress=progress)
             except PriceListError as bulk_exc:
                 raise PriceListError(f"{exc} The bulk file failed too: {bulk_exc}") from None
     except PriceListError as exc:
