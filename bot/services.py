@@ -29,6 +29,9 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 FAIL_FAST_SLACK_TIMEOUT_SECONDS = 5
+# (read timeout, tries) of the controller's AWS calls: one call ends within 2 x (3 s connect + 5 s read) = 16 s,
+# well within the default 30 s tick.
+CONTROLLER_AWS_DEADLINE = (5.0, 2)
 
 
 class BoundedPool:
@@ -111,13 +114,14 @@ class Services:
         )
 
     @functools.cached_property
-    def fail_fast_slack(self) -> "Services":
-        """The same services with a Slack client that tries once, with a short timeout and no Retry-After
-        sleep: for the rollout controller, whose tick must not wait on Slack (what fails waits in the outbox,
-        whose delivery job retries with back-off)."""
+    def for_controller(self) -> "Services":
+        """The same services on the rollout controller's clock: a Slack client that tries once, with a short
+        timeout and no Retry-After sleep (what fails waits in the outbox, whose delivery job retries with
+        back-off), and AWS clients whose every call ends within CONTROLLER_AWS_DEADLINE (an intent whose call
+        timed out is carried out on the next tick, idempotently)."""
         fast = make_web_client(self.slack.token, self.slack.base_url, retries=False,
                                timeout=FAIL_FAST_SLACK_TIMEOUT_SECONDS)
-        return dataclasses.replace(self, slack=fast)
+        return dataclasses.replace(self, slack=fast, aws_clients=AwsClients(deadline=CONTROLLER_AWS_DEADLINE))
 
     @functools.cached_property
     def background(self) -> ThreadPoolExecutor:

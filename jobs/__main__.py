@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
                for job in jobs]
     threads.sort(key=lambda t: t.name != CONTROLLER)
-    _warm_aws_clients(services)
+    _warm_aws_clients(services.for_controller)
     # The controller starts at once: a worker restarted after a crash must not spend its first seconds on
     # fonts while a rollout waits to be judged (charts use matplotlib's object API, safe beside the warm-up).
     threads[0].start()

@@ -60,9 +60,10 @@ class TickStats:
 
 
 def run_once(services, now: datetime | None = None) -> str:
-    # The worker's tick talks to Slack once per message, never sleeping through a 429's Retry-After: a later
-    # rollout's rollback in the same tick must not wait for an earlier one's evidence edit.
-    return tick(services.fail_fast_slack, now).summary()
+    # The worker's tick talks to Slack once per message, never sleeping through a 429's Retry-After, and each
+    # AWS call has a deadline well within the tick: a later rollout's rollback in the same tick must not wait
+    # for an earlier one's evidence edit or a hung SageMaker call.
+    return tick(services.for_controller, now).summary()
 
 
 def tick(services, now: datetime | None = None, *,

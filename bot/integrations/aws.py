@@ -33,11 +33,22 @@ class AwsClients:
 
     AWS_ENDPOINT_URL and credentials come from the environment, as boto3 reads them; the endpoint settings
     are part of the key, so a process that points boto3 elsewhere gets a new client.
+
+    `deadline` (read_timeout, total tries) gives every client of this set a bound on one call, for a caller
+    on a clock of its own: the rollout controller's calls must end well within its tick.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, deadline: tuple[float, int] | None = None) -> None:
         self._lock = threading.Lock()
         self._clients: dict[tuple, object] = {}
+        self.deadline = deadline
+
+    def _config(self, attempts: int) -> Config:
+        if self.deadline is not None:
+            read_timeout, tries = self.deadline
+            return Config(connect_timeout=AWS_CONNECT_TIMEOUT, read_timeout=read_timeout,
+                          retries={"mode": "standard", "total_max_attempts": min(tries, max(1, attempts))})
+        return single_attempt_config() if attempts == 1 else client_config(attempts)
 
     def client(self, service: str, region: str, *, attempts: int = DEFAULT_ATTEMPTS):
         """`attempts` == 1: no botocore retries (the caller paces and backs off itself)."""
@@ -46,7 +57,6 @@ class AwsClients:
         with self._lock:
             found = self._clients.get(key)
             if found is None:
-                config = single_attempt_config() if attempts == 1 else client_config(attempts)
-                found = boto3.session.Session().client(service, region_name=region, config=config)
+                found = boto3.session.Session().client(service, region_name=region, config=self._config(attempts))
                 self._clients[key] = found
             return found
