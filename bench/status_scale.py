@@ -167,6 +167,7 @@ def main() -> int:
         from bot.config import load_settings
         from bot.services import Services
         from bot.status import service as status
+        from bot.status.messages import render_statuses
 
         os.environ.update(env)
         services = Services.from_settings(load_settings(), migrate=False)
@@ -175,7 +176,7 @@ def main() -> int:
         before = operations(proxy_url)
         for _ in range(args.live_runs):
             t = time.perf_counter()
-            status.render(status.gather(services, models))
+            render_statuses(status.gather(services, models))
             live.append(time.perf_counter() - t)
         live_calls = (operations(proxy_url) - before) / len(live)
     finally:

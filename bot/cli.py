@@ -110,6 +110,7 @@ def cmd_prices_refresh(args, out: TextIO, err: TextIO) -> int:
 
 def cmd_prices_show(args, out: TextIO, err: TextIO) -> int:
     from bot.pricing import service as pricing
+    from bot.slack import formatting
 
     settings, store, registry = _services_light()
     region = args.region or _default_region(settings, registry)
@@ -127,10 +128,10 @@ def cmd_prices_show(args, out: TextIO, err: TextIO) -> int:
     if not q.offers:
         largest = q.largest
         print(f"  nothing fits; the largest available is {largest.instance_type} ({largest.specs()}), "
-              f"{pricing.money(largest.usd_per_hour)}/h", file=out)
+              f"{formatting.money(largest.usd_per_hour)}/h", file=out)
     for o in q.offers:
-        print(f"  {o.instance_type:<20} {o.specs():<45} {pricing.money(o.usd_per_hour):>9}/h "
-              f"{pricing.money(o.usd_per_month):>10}/month", file=out)
+        print(f"  {o.instance_type:<20} {o.specs():<45} {formatting.money(o.usd_per_hour):>9}/h "
+              f"{formatting.money(o.usd_per_month):>10}/month", file=out)
     print(q.freshness() + ".", file=out)
     if q.stale():
         print(f"warning: these prices are over {pricing.STALE_AFTER.days} days old; "

@@ -17,7 +17,16 @@ def main() -> int:
           flush=True)
     world = World(port=port, say=lambda m: print(m, flush=True))
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    def stop_now(signum: int, _frame: object) -> None:
+        # SIGTERM (kill, systemd) and SIGHUP (the terminal closed) stop the world like Ctrl-C, also while it is
+        # still starting (an Airflow install takes minutes): the children live in their own sessions and would
+        # outlive us if we just died.
+        stopping.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGHUP, stop_now)
     try:
         url = world.start()
         print(f"\n  modelbot sandbox is ready: {url}\n  Try /model status in #ml-churn, then "
@@ -31,7 +40,8 @@ def main() -> int:
         return 1
     finally:
         print("Stopping the sandbox ...", flush=True)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave children behind
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal must not leave children behind
+            signal.signal(sig, signal.SIG_IGN)
         world.stop()
         print("Stopped.", flush=True)
     return 0

@@ -7,7 +7,8 @@ Slack. `text` carries everything the blocks say: it is the notification.
 
 from __future__ import annotations
 
-from bot.pricing.service import HOURS_PER_MONTH, Offer, Quote, humanize_age, money
+from bot.pricing.service import HOURS_PER_MONTH, Offer, Quote
+from bot.slack.formatting import age, money
 from bot.slack.text import escape
 
 HEADER_MAX = 150  # Slack's limit for a header block's text
@@ -79,7 +80,7 @@ def render(q: Quote, *, subject: str, notes: list[str]) -> tuple[str, list[dict]
     ]
     lines: list[str] = []
     if q.stale():
-        lines.append(f":warning: These prices are {humanize_age(q.age())} old; run "
+        lines.append(f":warning: These prices are {age(q.age())} old; run "
                      f"`modelbot prices refresh --region {q.region}` for current ones.")
     lines += notes
     if q.offers:

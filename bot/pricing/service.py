@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from bot.integrations import price_list
 from bot.errors import ExternalError
 from bot.integrations.price_list import Fetched, PriceList, PriceListError, Progress
+from bot.slack.formatting import age
 from bot.store import Store
 from bot.store.base import as_utc, utcnow
 from bot.pricing.tables import InstancePrice, PriceRefresh
@@ -104,7 +105,7 @@ class Quote:
         return self.age(now) > STALE_AFTER
 
     def freshness(self, now: datetime | None = None) -> str:
-        return f"prices fetched {humanize_age(self.age(now))} ago from {SOURCE_NAMES.get(self.source, self.source)}"
+        return f"prices fetched {age(self.age(now))} ago from {SOURCE_NAMES.get(self.source, self.source)}"
 
 
 @dataclass
@@ -128,23 +129,6 @@ def _num(value: float | None) -> str:
     if value is None:
         return "?"
     return f"{value:g}" if value < 1e6 else f"{value:,.0f}"
-
-
-def humanize_age(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}" + ("s" if n != 1 else "")
-    return "less than a minute"
-
-
-def money(usd: float) -> str:
-    if usd >= 10_000:
-        return f"${usd:,.0f}"
-    if usd >= 1:
-        return f"${usd:,.2f}"
-    return f"${usd:.4f}".rstrip("0").rstrip(".") if usd else "$0"
 
 
 # --- regions ---------------------------------------------------------------------------------------------------
@@ -312,13 +296,13 @@ def region_states(store: Store, regions: Iterable[str], now: datetime | None = N
     with store.session() as s:
         for region in sorted(set(regions)):
             as_of = prices_as_of(s, region)
-            why = "no prices stored" if as_of is None else f"prices {humanize_age(now - as_of[0])} old"
+            why = "no prices stored" if as_of is None else f"prices {age(now - as_of[0])} old"
             if as_of and now - as_of[0] < max_age:
                 states[region] = ("fresh", why)
                 continue
             last_try = latest_refresh(s, region, successful=False)
             if last_try and last_try.error and now - as_utc(last_try.fetched_at) < RETRY_AFTER:
-                states[region] = ("waiting", f"{why}; last attempt failed {humanize_age(now - as_utc(last_try.fetched_at))} ago")
+                states[region] = ("waiting", f"{why}; last attempt failed {age(now - as_utc(last_try.fetched_at))} ago")
                 continue
             states[region] = ("due", why)
     return states

@@ -7,87 +7,17 @@ say: it is the notification and what screen readers read.
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime
-from typing import Any
 
-from bot.integrations.sagemaker import EndpointState
 from bot.registry import Model, RolloutSettings
 from bot.rollouts.prompts import bind_rollout
+from bot.slack.formatting import big, clock, interval, is_number, minutes, number, percent, pp, rate
 from bot.slack.text import escape, mention
 
 CONTINUE_ACTION = "rollout_continue"
 PAUSED_ROLLBACK_ACTION = "rollout_paused_rollback"
 CONFIRM_ROLLBACK_ACTION = "rollout_rollback_confirm"
 CONFIRM_FORCE_ACTION = "rollout_force_confirm"
-
-
-def split_line(state: EndpointState) -> str:
-    """An endpoint's traffic split: "`v41` 90% (ml.m5.large) · `v42` 10%"."""
-    if not state.variants:
-        return "no variants"
-    parts = []
-    for v in state.variants:
-        pct = 100 * state.share(v.name)
-        extra = f" ({v.instance_type})" if v.instance_type else ""
-        parts.append(f"`{v.name}` {pct:.0f}%{extra}")
-    return " · ".join(parts)
-
-
-# ---- numbers -------------------------------------------------------------------------------------------
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def rate(x: Any) -> str:
-    return f"{100 * x:.2f}%" if _finite(x) else "–"
-
-
-def pp(x: Any) -> str:
-    """A difference of rates in percentage points, signed."""
-    if not _finite(x):
-        return "–"
-    return f"{100 * x:+.2f} pp".replace("-", "−")
-
-
-def interval(iv: Any) -> str:
-    if not isinstance(iv, (list, tuple)) or len(iv) != 2:
-        return "–"
-    lo, hi = iv
-
-    def edge(v: Any, sign: str) -> str:
-        if _finite(v):
-            return f"{100 * v:+.2f}".replace("-", "−")
-        return f"{sign}∞" if isinstance(v, float) and math.isinf(v) else "?"
-
-    return f"[{edge(lo, '−')}, {edge(hi, '+')}] pp"
-
-
-def big(x: float) -> str:
-    """An e-value: readable whether it is 3.2 or 10^231."""
-    if not _finite(x):
-        return "∞"
-    return f"{x:.3g}" if x < 1e6 else f"10^{math.log10(x):.0f}"
-
-
-def number(n: Any) -> str:
-    return f"{int(n):,}" if _finite(n) else "–"
-
-
-def percent(p: float) -> str:
-    return f"{p:g}%"
-
-
-def minutes(m: float) -> str:
-    m = max(0.0, m)
-    if m < 180:
-        return f"{m:.0f} min"
-    return f"{m / 60:.1f} h"
-
-
-def clock(at: datetime | None) -> str:
-    return f"{at:%H:%M} UTC" if at else "–"
 
 
 # ---- pieces --------------------------------------------------------------------------------------------
@@ -144,8 +74,8 @@ def evidence_line(evidence, settings: RolloutSettings) -> str:
     ]
     threshold = get("threshold")
     s5, s4 = get("statistic_5xx"), get("statistic_4xx")
-    if _finite(threshold) and (_finite(s5) or _finite(s4)):
-        worst = max(v for v in (s5, s4) if _finite(v))
+    if is_number(threshold) and (is_number(s5) or is_number(s4)):
+        worst = max(v for v in (s5, s4) if is_number(v))
         parts.append(f"evidence against the candidate {big(worst)} (rolls back at {threshold:.3g})")
     return " · ".join(parts)
 

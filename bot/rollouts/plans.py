@@ -24,6 +24,8 @@ from bot.registry import RolloutSettings
 from bot.rollouts import messages as text
 from bot.rollouts.states import Event, RolloutState, next_state
 from bot.rollouts.tables import Rollout
+from bot.slack import formatting
+from bot.slack.text import mention
 
 
 @dataclass
@@ -231,8 +233,8 @@ def plan_enter_step(r: Rollout, settings: RolloutSettings, index: int, now: date
     state = next_state(r.state, Event(kind))
     nxt = view(r, state=state, step_index=index, step_started_at=now, timer_started_at=now, evidence_ts=None)
     updates = _final_update(r, settings, now, decision=decision, stable=stable, candidate=candidate,
-                            outcome=f"shift to {text.percent(percent)}",
-                            final_line=f"*Next:* step {index + 1} at {text.percent(percent)}, below.")
+                            outcome=f"shift to {formatting.percent(percent)}",
+                            final_line=f"*Next:* step {index + 1} at {formatting.percent(percent)}, below.")
     return Plan(
         kind=kind,
         values=dict(state=state, step_index=index, step_started_at=now, timer_started_at=now,
@@ -241,7 +243,7 @@ def plan_enter_step(r: Rollout, settings: RolloutSettings, index: int, now: date
         intent=Intent(kind=kind, weights=True, updates=updates, chart=kind == Event.SHIFT, parent=True,
                       posts=[_thread_post("step", text.step_message(nxt, settings), role="evidence")]),
         event=event_row(r, kind, now, state=state, step_index=index, decision=decision, stable=stable,
-                        candidate=candidate, label=text.percent(percent)),
+                        candidate=candidate, label=formatting.percent(percent)),
     )
 
 
@@ -253,7 +255,7 @@ def plan_bake(r: Rollout, settings: RolloutSettings, now: datetime, *, decision=
     nxt = view(r, state=state, step_index=last, step_started_at=now)
     updates = _final_update(r, settings, now, decision=decision, stable=stable, candidate=candidate,
                             outcome="promote to 100%", final_line="*Next:* baking, below.")
-    updates += _close_pause(r, f"Forced to 100% by {text.mention(forced_by)}." if forced_by else "Promoted.")
+    updates += _close_pause(r, f"Forced to 100% by {mention(forced_by)}." if forced_by else "Promoted.")
     posts = [_thread_post("baking", text.baking_message(nxt, settings, forced_by=forced_by, reason=reason),
                           broadcast=bool(forced_by), role="evidence")]
     intent = Intent(kind=kind, weights=True, updates=updates, posts=posts, chart=True, parent=True,
@@ -289,7 +291,7 @@ def plan_rollback(r: Rollout, settings: RolloutSettings, now: datetime, *, autom
     restore = r.state == RolloutState.PROMOTED
     updates = _final_update(r, settings, now, decision=decision, stable=stable, candidate=candidate,
                             outcome="roll back", final_line="*Next:* rolled back, below.") if decision else []
-    updates += _close_pause(r, f"Rolled back by {text.mention(actor)}." if actor else
+    updates += _close_pause(r, f"Rolled back by {mention(actor)}." if actor else
                             "Rolled back automatically: the candidate was shown to be worse.")
     intent = Intent(kind=Event.ROLLBACK, weights=not restore, restore=restore,
                     restore_config=r.previous_config if restore else None, updates=updates,
@@ -326,7 +328,7 @@ def plan_pause(r: Rollout, settings: RolloutSettings, now: datetime, *, actor: s
 def plan_resume(r: Rollout, settings: RolloutSettings, now: datetime, *, actor: str | None) -> Plan:
     state = next_state(r.state, Event.RESUME, paused_from=r.resume_state)
     nxt = view(r, state=state, timer_started_at=now, paused_reason=None)
-    updates = _close_pause(r, f"Continued by {text.mention(actor)}." if actor else "Continued.")
+    updates = _close_pause(r, f"Continued by {mention(actor)}." if actor else "Continued.")
     posts = [_thread_post("resumed", text.resumed_message(nxt, actor=actor))]
     if state == RolloutState.PROGRESSING and r.evidence_ts and r.thread_channel:
         body, blocks = text.step_superseded(r)
@@ -373,7 +375,7 @@ def plan_judgement(r: Rollout, settings: RolloutSettings, decision, stable, cand
                                stable=stable, candidate=candidate)
     if action == "PAUSE":
         # Short, for the status line; the judgement's full reason goes into the step's final evidence.
-        reason = f"still undecided after {text.minutes(settings.max_step_minutes)} at {text.percent(r.percent)}"
+        reason = f"still undecided after {formatting.minutes(settings.max_step_minutes)} at {formatting.percent(r.percent)}"
         return plan_pause(r, settings, now, actor=None, reason=reason, decision=decision, stable=stable,
                           candidate=candidate)
     return None
@@ -387,9 +389,9 @@ def rollback_reason(r: Rollout, decision, alpha: float) -> str:
     cand = getattr(ev, f"candidate_rate_{failing}", None)
     stab = getattr(ev, f"stable_rate_{failing}", None)
     stat = getattr(ev, f"statistic_{failing}", None)
-    why = (f"candidate `{r.candidate_variant}` {failing.upper()} rate {text.rate(cand)} vs stable {text.rate(stab)} "
-           f"at {text.percent(r.percent)} of traffic: shown worse at α {alpha:g}")
+    why = (f"candidate `{r.candidate_variant}` {failing.upper()} rate {formatting.rate(cand)} vs stable {formatting.rate(stab)} "
+           f"at {formatting.percent(r.percent)} of traffic: shown worse at α {alpha:g}")
     threshold = getattr(ev, "threshold", None)
     if isinstance(stat, (int, float)) and isinstance(threshold, (int, float)):
-        why += f" (evidence {text.big(stat)} ≥ {threshold:g})"
+        why += f" (evidence {formatting.big(stat)} ≥ {threshold:g})"
     return why

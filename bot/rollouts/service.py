@@ -24,7 +24,8 @@ from bot.rollouts.executor import COMMAND_ATTEMPTS, RolloutRefused, load, settin
 from bot.rollouts.plans import plan_abort, plan_bake, plan_enter_step, plan_pause, plan_resume, plan_rollback
 from bot.rollouts.states import Event, RolloutState, allows
 from bot.rollouts.tables import Rollout
-from bot.slack import outbox
+from bot.slack import formatting, outbox
+from bot.slack.text import escape
 from bot.store.base import utcnow
 from bot.store.foundation import Thread, insert_ignore
 
@@ -123,8 +124,8 @@ def start_from_deploy(services, model_name: str, *, endpoint: str, stable_varian
     if model is None:
         raise ValueError(f"model {model_name!r} is not in the models file")
     if model.endpoint and endpoint != model.endpoint:
-        raise RolloutRefused(f"the deploy names endpoint `{text.escape(endpoint)}`, but the models file names "
-                             f"`{text.escape(model.endpoint)}` as {text.escape(model_name)}'s endpoint; nothing was "
+        raise RolloutRefused(f"the deploy names endpoint `{escape(endpoint)}`, but the models file names "
+                             f"`{escape(model.endpoint)}` as {escape(model_name)}'s endpoint; nothing was "
                              "started on either")
     run_key = f"{model_name}/{run_id}"
     with services.store.session() as s:
@@ -166,10 +167,10 @@ def detect_variants(state: sagemaker.EndpointState, wanted: str | None = None) -
     carrying = [v for v in state.variants if v.current_weight > 0]
     if wanted:
         if state.variant(wanted) is None:
-            raise RolloutRefused(f"{found()} There is no variant `{text.escape(wanted)}` to promote.")
+            raise RolloutRefused(f"{found()} There is no variant `{escape(wanted)}` to promote.")
         others = [v for v in carrying if v.name != wanted]
         if len(others) != 1:
-            raise RolloutRefused(f"{found()} Promoting `{text.escape(wanted)}` needs exactly one other variant "
+            raise RolloutRefused(f"{found()} Promoting `{escape(wanted)}` needs exactly one other variant "
                                  "carrying traffic, to compare it with.")
         return others[0].name, wanted
     idle = [v for v in state.variants if v.current_weight == 0]
@@ -182,7 +183,7 @@ def detect_variants(state: sagemaker.EndpointState, wanted: str | None = None) -
 def pick_variants(services, model: Model, variant: str | None) -> tuple[sagemaker.EndpointState, str, str]:
     """(endpoint state, stable, candidate) for a rollout started from Slack; RolloutRefused says what was found."""
     if not model.endpoint:
-        raise RolloutRefused(f"*{text.escape(model.name)}* has no endpoint in the models file; nothing to promote.")
+        raise RolloutRefused(f"*{escape(model.name)}* has no endpoint in the models file; nothing to promote.")
     state = services.sagemaker.describe_endpoint(model.endpoint, model.region)
     if variant is None:
         with services.store.session() as s:
@@ -203,8 +204,8 @@ def _from_slack(services, model: Model, *, user_id: str, variant: str | None, no
                               candidate=candidate, run_key=None, started_by=user_id, channel=None, thread_ts=None,
                               previous_config=state.config_name or None, now=now)
     if rollout_id is None:
-        raise RolloutRefused(f"*{text.escape(model.name)}* already has a rollout in progress; see `/model status "
-                             f"{text.escape(model.name)}`.")
+        raise RolloutRefused(f"*{escape(model.name)}* already has a rollout in progress; see `/model status "
+                             f"{escape(model.name)}`.")
     return rollout_id
 
 
@@ -217,18 +218,18 @@ def start_from_slack(services, model: Model, *, user_id: str, variant: str | Non
     if active is not None:
         if active.state == RolloutState.PAUSED:
             return resume(services, model, user_id=user_id, now=now)
-        raise RolloutRefused(f"*{text.escape(model.name)}* is already being rolled out: "
+        raise RolloutRefused(f"*{escape(model.name)}* is already being rolled out: "
                              f"{text.summary_line(active, model.rollout, now)}")
     rollout_id = _from_slack(services, model, user_id=user_id, variant=variant, now=now)
     r = begin(services, rollout_id, now)
     link = text.thread_link(r.thread_channel, r.thread_ts)
     if r.state == RolloutState.PENDING:
-        return Outcome(f":hourglass: Rollout of *{text.escape(model.name)}* recorded; Slack did not answer yet, so "
+        return Outcome(f":hourglass: Rollout of *{escape(model.name)}* recorded; Slack did not answer yet, so "
                        "it begins on the worker's next pass.", rollout_id=rollout_id)
     return Outcome(
-        f":rocket: Rollout of *{text.escape(model.name)}* started: `{text.escape(r.candidate_variant)}` replacing "
-        f"`{text.escape(r.stable_variant)}` on `{text.escape(r.endpoint)}`, first step "
-        f"{text.percent(r.steps[0])}." + (f" Evidence in the <{link}|rollout thread>." if link else ""),
+        f":rocket: Rollout of *{escape(model.name)}* started: `{escape(r.candidate_variant)}` replacing "
+        f"`{escape(r.stable_variant)}` on `{escape(r.endpoint)}`, first step "
+        f"{formatting.percent(r.steps[0])}." + (f" Evidence in the <{link}|rollout thread>." if link else ""),
         rollout_id=rollout_id,
     )
 
@@ -241,7 +242,7 @@ def _active_or_refuse(services, model: Model, doing: str) -> Rollout:
     with services.store.session() as s:
         active = store.active_for(s, model.name)
     if active is None:
-        raise RolloutRefused(f"*{text.escape(model.name)}* has no rollout in progress to {doing}.")
+        raise RolloutRefused(f"*{escape(model.name)}* has no rollout in progress to {doing}.")
     return active
 
 
@@ -253,10 +254,10 @@ def pause(services, model: Model, *, user_id: str, reason: str | None = None, no
         cur, settings_for(services, cur.model), now, actor=user_id, reason=why)
         if allows(cur.state, Event.PAUSE) else None)
     if plan is None:
-        return Outcome(f"The rollout of *{text.escape(model.name)}* is already {r.state if r else 'gone'}.",
+        return Outcome(f"The rollout of *{escape(model.name)}* is already {r.state if r else 'gone'}.",
                        rollout_id=active.id, changed=False)
-    return Outcome(f":double_vertical_bar: Paused the rollout of *{text.escape(model.name)}* at "
-                   f"{text.percent(r.percent)}. Traffic stays as it is; `/model resume {text.escape(model.name)}` "
+    return Outcome(f":double_vertical_bar: Paused the rollout of *{escape(model.name)}* at "
+                   f"{formatting.percent(r.percent)}. Traffic stays as it is; `/model resume {escape(model.name)}` "
                    "continues.", rollout_id=r.id)
 
 
@@ -266,9 +267,9 @@ def resume(services, model: Model, *, user_id: str, now: datetime | None = None)
     r, plan = transition(services, active.id, lambda cur: plan_resume(
         cur, settings_for(services, cur.model), now, actor=user_id) if allows(cur.state, Event.RESUME) else None)
     if plan is None:
-        return Outcome(f"The rollout of *{text.escape(model.name)}* is not paused (it is {r.state if r else 'gone'}).",
+        return Outcome(f"The rollout of *{escape(model.name)}* is not paused (it is {r.state if r else 'gone'}).",
                        rollout_id=active.id, changed=False)
-    return Outcome(f":arrow_forward: Resumed the rollout of *{text.escape(model.name)}* at {text.percent(r.percent)}.",
+    return Outcome(f":arrow_forward: Resumed the rollout of *{escape(model.name)}* at {formatting.percent(r.percent)}.",
                    rollout_id=r.id)
 
 
@@ -278,16 +279,16 @@ def rollback_target(services, model: Model) -> tuple[Rollout | None, str]:
         active = store.active_for(s, model.name)
         last = store.latest_for(s, model.name)
     if active is not None:
-        return active, (f"All traffic on `{text.escape(active.endpoint)}` goes back to "
-                        f"`{text.escape(active.stable_variant)}` (`{text.escape(active.candidate_variant)}` to 0%), "
+        return active, (f"All traffic on `{escape(active.endpoint)}` goes back to "
+                        f"`{escape(active.stable_variant)}` (`{escape(active.candidate_variant)}` to 0%), "
                         "the rollout ends and on-call is paged.")
     if last is not None and last.state == RolloutState.PROMOTED:
         if last.previous_config:
-            return last, (f"`{text.escape(last.endpoint)}` goes back to `{text.escape(last.stable_variant)}` "
-                          f"(its endpoint config before the rollout, `{text.escape(last.previous_config)}`, "
+            return last, (f"`{escape(last.endpoint)}` goes back to `{escape(last.stable_variant)}` "
+                          f"(its endpoint config before the rollout, `{escape(last.previous_config)}`, "
                           "if the variant is no longer on the endpoint), and on-call is paged.")
-        return last, (f"All traffic on `{text.escape(last.endpoint)}` goes back to "
-                      f"`{text.escape(last.stable_variant)}` if it is still on the endpoint; on-call is paged.")
+        return last, (f"All traffic on `{escape(last.endpoint)}` goes back to "
+                      f"`{escape(last.stable_variant)}` if it is still on the endpoint; on-call is paged.")
     return None, ""
 
 
@@ -300,30 +301,30 @@ def rollback(services, model: Model, *, user_id: str, reason: str | None = None,
     if rollout_id is not None and (target is None or target.id != rollout_id):
         # A confirm button from an earlier prompt: it was about a rollout that has ended since.
         return Outcome("That rollout is over; nothing was changed. See `/model status "
-                       f"{text.escape(model.name)}`.", changed=False)
+                       f"{escape(model.name)}`.", changed=False)
     if target is None:
         state_note = ""
         if model.endpoint:
             try:
                 state = services.sagemaker.describe_endpoint(model.endpoint, model.region)
-                state_note = f" The endpoint serves {text.split_line(state)}."
+                state_note = f" The endpoint serves {formatting.split_line(state)}."
             except ExternalError:
                 pass
-        return Outcome(f"Nothing to roll back to: *{text.escape(model.name)}* has no rollout in progress and no "
+        return Outcome(f"Nothing to roll back to: *{escape(model.name)}* has no rollout in progress and no "
                        f"earlier endpoint config is recorded.{state_note}", changed=False)
     why = reason or "no reason given"
     r, plan = transition(services, target.id, lambda cur: plan_rollback(
         cur, settings_for(services, cur.model), now, automatic=False, actor=user_id, reason=why)
         if allows(cur.state, Event.ROLLBACK) else None)
     if plan is None:
-        return Outcome(f"The rollout of *{text.escape(model.name)}* was already {r.state if r else 'gone'}; "
+        return Outcome(f"The rollout of *{escape(model.name)}* was already {r.state if r else 'gone'}; "
                        "nothing was changed.", changed=False)
-    owed = f"\n:warning: Still owed, retried every pass: {text.escape(r.last_error)}" if r.pending and r.last_error else ""
+    owed = f"\n:warning: Still owed, retried every pass: {escape(r.last_error)}" if r.pending and r.last_error else ""
     if plan.intent.restore:
-        done = f"`{text.escape(r.endpoint)}` is going back to `{text.escape(r.stable_variant)}`"
+        done = f"`{escape(r.endpoint)}` is going back to `{escape(r.stable_variant)}`"
     else:
-        done = f"All traffic on `{text.escape(r.endpoint)}` is back on `{text.escape(r.stable_variant)}`"
-    return Outcome(f":rewind: Rolled back *{text.escape(model.name)}*: {done}. On-call has been paged.{owed}",
+        done = f"All traffic on `{escape(r.endpoint)}` is back on `{escape(r.stable_variant)}`"
+    return Outcome(f":rewind: Rolled back *{escape(model.name)}*: {done}. On-call has been paged.{owed}",
                    rollout_id=r.id)
 
 
@@ -345,11 +346,11 @@ def force_promote(services, model: Model, *, user_id: str, reason: str | None = 
         cur, settings_for(services, cur.model), now, forced_by=user_id, reason=reason)
         if allows(cur.state, Event.FORCED) else None)
     if plan is None:
-        return Outcome(f"The rollout of *{text.escape(model.name)}* is already {r.state if r else 'gone'}; "
+        return Outcome(f"The rollout of *{escape(model.name)}* is already {r.state if r else 'gone'}; "
                        "nothing was changed.", rollout_id=rollout_id, changed=False)
-    owed = f"\n:warning: Still owed, retried every pass: {text.escape(r.last_error)}" if r.pending and r.last_error else ""
-    return Outcome(f":warning: Forced promotion of *{text.escape(model.name)}*: `{text.escape(r.candidate_variant)}` "
-                   f"takes 100% of `{text.escape(r.endpoint)}` now. Announced in the thread and the alert channel."
+    owed = f"\n:warning: Still owed, retried every pass: {escape(r.last_error)}" if r.pending and r.last_error else ""
+    return Outcome(f":warning: Forced promotion of *{escape(model.name)}*: `{escape(r.candidate_variant)}` "
+                   f"takes 100% of `{escape(r.endpoint)}` now. Announced in the thread and the alert channel."
                    f"{owed}", rollout_id=r.id)
 
 

@@ -8,13 +8,13 @@ posted and when, and posts it through the outbox.
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime
 
 from bot.integrations.airflow import AirflowAdapter, TaskInfo
 from bot.registry import Model
 from bot.runs.tables import RunRecord
+from bot.slack.formatting import ago, duration
 from bot.slack.text import code, escape, mention
 from bot.store.base import as_utc, utcnow
 
@@ -38,32 +38,6 @@ STATE_ICONS = {
 
 
 # ---------------------------------------------------------------- small pieces
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0 or math.isnan(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {s:02d}s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h {m:02d}m"
-
-
-def ago(when: datetime | None) -> str:
-    if when is None:
-        return ""
-    secs = (utcnow() - as_utc(when)).total_seconds()
-    if secs < 90:
-        return "just now"
-    if secs < 5400:
-        return f"{int(secs // 60)} min ago"
-    if secs < 172800:
-        return f"{int(secs // 3600)} h ago"
-    return f"{int(secs // 86400)} days ago"
-
 
 def run_duration(row: RunRecord) -> float | None:
     start = as_utc(row.started_at or row.queued_at)
@@ -115,7 +89,7 @@ def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo]
     icon = STATE_ICONS.get(row.state, ":grey_question:")
     state = row.state
     if row.state in ("success", "failed"):
-        state += f" in {fmt_duration(run_duration(row))}"
+        state += f" in {duration(run_duration(row))}"
     head = f"{icon} *{escape(row.model)}* retraining run {code(row.run_id)}: *{state}*"
     conf = user_conf(row.conf)
     conf_text = code(json.dumps(conf, sort_keys=True)) if conf else "none"
@@ -131,7 +105,7 @@ def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo]
         name = _task_name(t)
         extra = ""
         if t.state in ("success", "failed") and t.duration is not None:
-            extra = f" ({fmt_duration(t.duration)})"
+            extra = f" ({duration(t.duration)})"
         if t.try_number > 1:
             extra += f", try {t.try_number}"
         lines.append(f"{STATE_ICONS.get(t.state, ':grey_question:')} {code(name)} {t.state or 'not started'}{extra}")
@@ -157,7 +131,7 @@ def failure_text(airflow: AirflowAdapter, row: RunRecord, t: TaskInfo) -> str:
 
 
 def ended_text(row: RunRecord, tasks: list[TaskInfo]) -> str:
-    took = fmt_duration(run_duration(row))
+    took = duration(run_duration(row))
     if row.state == "success":
         return f":white_check_mark: Run {code(row.run_id)} *succeeded* in {took}."
     failed = [t.task_id for t in tasks if t.state == "failed"]
@@ -251,7 +225,7 @@ def run_line(row: RunRecord, run_url: str | None) -> str:
     label = code(row.run_id)
     if run_url is not None:
         label = link(run_url, row.run_id)
-    took = fmt_duration(run_duration(row))
+    took = duration(run_duration(row))
     took_text = f"{'took' if row.state in ('success', 'failed') else 'for'} {took}"
     return f"{icon} {label} {row.state}, {took_text}, started by {who_started(row)} {ago(row.queued_at)}".rstrip()
 

@@ -17,7 +17,6 @@ from sqlalchemy import JSON, Integer, String, and_, bindparam, case, cast, func,
 from bot.rollouts.tables import Rollout
 from bot.runs.tables import RunRecord
 from bot.status.messages import PAGE_SIZE, line_text, period
-from bot.status.messages import render_board as render  # noqa: F401  (handlers/commands/status.py)
 from bot.status.tables import WORKER_PASS, EndpointSnapshot, SnapshotPass
 from bot.store.base import as_utc, utcnow
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.rollouts.messages import split_line
+from bot.slack.formatting import split_line
 from bot.slack.text import escape
 from bot.store.base import utcnow
 

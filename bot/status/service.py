@@ -13,7 +13,6 @@ from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
 from bot.status.messages import read_line
-from bot.status.messages import render_statuses as render  # noqa: F401  (handlers/commands/status.py, bench)
 from bot.status.tables import EndpointSnapshot
 
 log = logging.getLogger(__name__)

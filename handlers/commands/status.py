@@ -18,6 +18,7 @@ from bot.chart_loading import load as load_chart_module
 from bot.slack.command_line import UsageError
 from bot.slack.text import code
 from bot.status import board as status_board
+from bot.status import messages as status_messages
 from bot.status import service as status
 from bot.status import snapshot
 from handlers.commands.spec import Ack, Invocation, Subcommand
@@ -70,11 +71,11 @@ def quick_status(inv: Invocation) -> Ack:
             return Ack({"text": f"Looking up {len(names)} models live in SageMaker: the worker (`python -m jobs`) "
                                 "has not taken its endpoint snapshot yet, so this status reads them now, once."},
                        follow_up=True)
-        return Ack(status_board.render(board, pattern=_pattern(inv), interval=_interval(inv)))
+        return Ack(status_messages.render_board(board, pattern=_pattern(inv), interval=_interval(inv)))
     if live or snapshot.worker_pass(inv.services) is None:
         why = "" if live else " (the worker has not taken its endpoint snapshot yet)"
         return Ack({"text": f"Looking up *{inv.model.name}* live in SageMaker{why}…"}, follow_up=True)
-    text, blocks = status.render([status.from_snapshot(inv.services, inv.model)], detail=True)
+    text, blocks = status_messages.render_statuses([status.from_snapshot(inv.services, inv.model)], detail=True)
     return Ack({"text": text, "blocks": blocks + [_context(":hourglass_flowing_sand: Drawing the charts…")]},
                follow_up=True)
 
@@ -89,14 +90,14 @@ def run_status(inv: Invocation) -> None:
             snapshot.take(services, [services.registry.models[n] for n in names], source="live")
             notes.append("Read live from SageMaker just now; start the worker (`python -m jobs`) to keep a "
                          "snapshot, so status answers at once.")
-        inv.reply(**status_board.render(_board(inv, names), pattern=_pattern(inv), interval=_interval(inv),
+        inv.reply(**status_messages.render_board(_board(inv, names), pattern=_pattern(inv), interval=_interval(inv),
                                         notes=notes))
         return
     live = "live" in inv.line.flags or snapshot.worker_pass(services) is None
     if live:
         snapshot.take(services, [inv.model], source="live")
     statuses = [status.from_snapshot(services, inv.model)]
-    text, blocks = status.render(statuses, detail=True)
+    text, blocks = status_messages.render_statuses(statuses, detail=True)
     if inv.thread_ts is not None:
         _in_thread(inv, statuses[0], text, blocks)
         return
@@ -177,8 +178,8 @@ def warm(services) -> None:
         names = services.registry.names()
         with services.store.session() as s:
             board = status_board.build(s, names, interval=float(services.settings.MODELBOT_JOB_INTERVAL_SECONDS))
-        status_board.render(board, pattern=None, interval=30.0)
+        status_messages.render_board(board, pattern=None, interval=30.0)
         if names:
-            status.render([status.from_snapshot(services, services.registry.models[names[0]])], detail=True)
+            status_messages.render_statuses([status.from_snapshot(services, services.registry.models[names[0]])], detail=True)
     except Exception:
         log.exception("the status path could not be warmed at start")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.registry import load_registry
-from bot.runs.messages import evaluation_text, fmt_duration
+from bot.runs.messages import evaluation_text
+from bot.slack.formatting import duration
 from bot.runs.service import parse_deploy, parse_evaluation
 
 
@@ -61,4 +62,4 @@ def test_deploy_values():
 
 @pytest.mark.parametrize("seconds, text", [(None, "—"), (4.4, "4s"), (192, "3m 12s"), (7380, "2h 03m")])
 def test_durations(seconds, text):
-    assert fmt_duration(seconds) == text
+    assert duration(seconds) == text
