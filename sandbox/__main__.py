@@ -11,22 +11,34 @@ import threading
 from sandbox.world import World
 
 
+_SAY_LOCK = threading.Lock()
+
+
+def _say(message: str) -> None:
+    # Start-up steps are announced from several threads, and print() writes the text and its newline
+    # separately, so two lines could run together: one locked write per line.
+    with _SAY_LOCK:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+
 def main() -> int:
     port = int(os.environ.get("PORT") or 3000)
     print(f"No SLACK_BOT_TOKEN: starting the modelbot sandbox (page on port {port}; logs in .sandbox/run/)",
           flush=True)
-    world = World(port=port, say=lambda m: print(m, flush=True))
+    world = World(port=port, say=_say)
     stopping = threading.Event()
 
     def stop_now(signum: int, _frame: object) -> None:
-        # SIGTERM (kill, systemd) and SIGHUP (the terminal closed) stop the world like Ctrl-C, also while it is
+        # Ctrl-C, SIGTERM (kill, systemd) and SIGHUP (the terminal closed) all stop the world, also while it is
         # still starting (an Airflow install takes minutes): the children live in their own sessions and would
-        # outlive us if we just died.
+        # outlive us if we just died. SIGINT is set here too because a shell script that starts us in the
+        # background hands us SIGINT ignored, and Python then never raises KeyboardInterrupt.
         stopping.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop_now)
-    signal.signal(signal.SIGHUP, stop_now)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_now)
     try:
         url = world.start()
         print(f"\n  modelbot sandbox is ready: {url}\n  Try /model status in #ml-churn, then "

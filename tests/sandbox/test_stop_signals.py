@@ -1,5 +1,5 @@
-"""The sandbox stops everything it started when its terminal closes (SIGHUP) or it is killed (SIGTERM), also
-while it is still starting. Its children run in their own sessions, so a sandbox that simply died would leave
+"""The sandbox stops everything it started on Ctrl-C, when its terminal closes (SIGHUP) or when it is killed
+(SIGTERM), also while it is still starting, and also when a script started it with SIGINT ignored. Its children run in their own sessions, so a sandbox that simply died would leave
 moto (and later Airflow) running with nobody to stop them.
 
 Needs no browser: it stops the world before Airflow is started.
@@ -32,13 +32,21 @@ def _moto_servers() -> set[int]:
     return pids
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
-def test_a_signal_while_starting_stops_every_child(tmp_path, signum):
+def _as_a_background_job() -> None:
+    # What a shell script does to a command it starts with `&`: SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("signum, background", [(signal.SIGHUP, False), (signal.SIGTERM, False),
+                                                (signal.SIGINT, False), (signal.SIGINT, True)],
+                         ids=["SIGHUP", "SIGTERM", "Ctrl-C", "Ctrl-C, started in the background by a script"])
+def test_a_signal_while_starting_stops_every_child(tmp_path, signum, background):
     before = _moto_servers()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AIRFLOW_", "AWS_", "PAGERDUTY_"))}
     env.update(PORT=str(free_port()), MODELBOT_SANDBOX_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "sandbox"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_as_a_background_job if background else None)
     lines = []
     try:
         for line in proc.stdout:  # moto is up once the next step is announced
