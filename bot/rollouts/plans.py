@@ -375,7 +375,8 @@ def plan_judgement(r: Rollout, settings: RolloutSettings, decision, stable, cand
                                stable=stable, candidate=candidate)
     if action == "PAUSE":
         # Short, for the status line; the judgement's full reason goes into the step's final evidence.
-        reason = f"still undecided after {formatting.minutes(settings.max_step_minutes)} at {formatting.percent(r.percent)}"
+        reason = (f"still undecided after {formatting.minutes(settings.max_step_minutes)} "
+                  f"at {formatting.percent(r.percent)}")
         return plan_pause(r, settings, now, actor=None, reason=reason, decision=decision, stable=stable,
                           candidate=candidate)
     return None
@@ -389,8 +390,9 @@ def rollback_reason(r: Rollout, decision, alpha: float) -> str:
     cand = getattr(ev, f"candidate_rate_{failing}", None)
     stab = getattr(ev, f"stable_rate_{failing}", None)
     stat = getattr(ev, f"statistic_{failing}", None)
-    why = (f"candidate `{r.candidate_variant}` {failing.upper()} rate {formatting.rate(cand)} vs stable {formatting.rate(stab)} "
-           f"at {formatting.percent(r.percent)} of traffic: shown worse at α {alpha:g}")
+    why = (f"candidate `{r.candidate_variant}` {failing.upper()} rate {formatting.rate(cand)} "
+           f"vs stable {formatting.rate(stab)} at {formatting.percent(r.percent)} of traffic: "
+           f"shown worse at α {alpha:g}")
     threshold = getattr(ev, "threshold", None)
     if isinstance(stat, (int, float)) and isinstance(threshold, (int, float)):
         why += f" (evidence {formatting.big(stat)} ≥ {threshold:g})"
