@@ -112,6 +112,28 @@ class Throttled(SageMakerError):
     """SageMaker answered with a throttling error: the caller slows down and tries again."""
 
 
+def _instance_types(config: dict) -> dict[str, str]:
+    """Variant name -> instance type, from a DescribeEndpointConfig answer (serverless variants have none)."""
+    return {pv["VariantName"]: pv["InstanceType"] for pv in config.get("ProductionVariants", [])
+            if pv.get("InstanceType")}
+
+
+def _endpoint_state(endpoint: str, desc: dict, instance_types: dict[str, str]) -> EndpointState:
+    """An EndpointState from a DescribeEndpoint answer and its config's instance types."""
+    variants = tuple(
+        Variant(
+            name=pv["VariantName"],
+            current_weight=float(pv.get("CurrentWeight", 0.0)),
+            desired_weight=float(pv["DesiredWeight"]) if "DesiredWeight" in pv else None,
+            instance_type=instance_types.get(pv["VariantName"]),
+            instance_count=pv.get("CurrentInstanceCount"),
+        )
+        for pv in desc.get("ProductionVariants", [])
+    )
+    return EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"),
+                         config_name=desc.get("EndpointConfigName", ""), variants=variants)
+
+
 class SageMaker:
     """SageMaker through boto3: what an endpoint serves and with which traffic split. Built once where the
     services are assembled (bot.services.Services) and handed in; raises SageMakerError."""
@@ -134,23 +156,11 @@ class SageMaker:
         config_name = desc.get("EndpointConfigName", "")
         instance_types: dict[str, str] = {}
         try:
-            cfg = sm.describe_endpoint_config(EndpointConfigName=config_name) if config_name else {}
-            for pv in cfg.get("ProductionVariants", []):
-                if pv.get("InstanceType"):
-                    instance_types[pv["VariantName"]] = pv["InstanceType"]
+            if config_name:
+                instance_types = _instance_types(sm.describe_endpoint_config(EndpointConfigName=config_name))
         except (ClientError, BotoCoreError):
             pass  # instance types are a detail; the split is what matters
-        variants = tuple(
-            Variant(
-                name=pv["VariantName"],
-                current_weight=float(pv.get("CurrentWeight", 0.0)),
-                desired_weight=float(pv["DesiredWeight"]) if "DesiredWeight" in pv else None,
-                instance_type=instance_types.get(pv["VariantName"]),
-                instance_count=pv.get("CurrentInstanceCount"),
-            )
-            for pv in desc.get("ProductionVariants", [])
-        )
-        return EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"), config_name=config_name, variants=variants)
+        return _endpoint_state(endpoint, desc, instance_types)
 
 
     def set_weights(self, endpoint: str, region: str, weights: dict[str, float]) -> bool:
@@ -294,21 +304,8 @@ class SageMaker:
         if types is None:
             types = {}
             try:
-                cfg = request("describe_endpoint_config", EndpointConfigName=config_name) if config_name else {}
-                types = {pv["VariantName"]: pv["InstanceType"] for pv in cfg.get("ProductionVariants", [])
-                         if pv.get("InstanceType")}
+                if config_name:
+                    types = _instance_types(request("describe_endpoint_config", EndpointConfigName=config_name))
             except (ClientError, BotoCoreError):
                 pass  # instance types are a detail; the split and the status are what matter
-        variants = tuple(
-            Variant(
-                name=pv["VariantName"],
-                current_weight=float(pv.get("CurrentWeight", 0.0)),
-                desired_weight=float(pv["DesiredWeight"]) if "DesiredWeight" in pv else None,
-                instance_type=types.get(pv["VariantName"]),
-                instance_count=pv.get("CurrentInstanceCount"),
-            )
-            for pv in desc.get("ProductionVariants", [])
-        )
-        state = EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"), config_name=config_name,
-                              variants=variants)
-        return state, calls
+        return _endpoint_state(endpoint, desc, types), calls
