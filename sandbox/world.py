@@ -109,6 +109,7 @@ class World:
         self.page = None
         self.started = time.monotonic()
         self.stopping = False
+        self.airflow_thread: threading.Thread | None = None
 
     def _child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         child = Child(name, argv, env, self.workdir / f"{name}.log")
@@ -148,6 +149,7 @@ class World:
         airflow_started: dict = {}
         airflow_thread = threading.Thread(target=self._start_airflow, args=(moto_url, proxy.url, airflow_started),
                                           name="airflow-start", daemon=True)
+        self.airflow_thread = airflow_thread
         airflow_thread.start()
 
         self._step("Starting the Slack emulator, PagerDuty and Price List stand-ins")
@@ -219,6 +221,8 @@ class World:
                 self._step(f"Installing Airflow {airflow_runner.AIRFLOW_VERSION} into .airflow-venv "
                            "(first run only, a few minutes)")
             venv = airflow_runner.ensure_venv(progress=self._step)
+            if self.stopping:
+                return
             self._step(f"Starting Airflow {airflow_runner.AIRFLOW_VERSION} (airflow standalone) with "
                        "dags/model_lifecycle.py")
             # Airflow's deploy task talks to SageMaker through the proxy (moto lacks UpdateEndpoint).
@@ -253,6 +257,11 @@ class World:
         self.stopping = True
         if self.airflow is not None:
             self.airflow.stop()
+        if self.airflow_thread is not None:
+            # Stopped while Airflow was starting: its thread stops what it started once it sees `stopping`. Wait
+            # for that, or our exit cuts the (daemon) thread off between starting `airflow standalone` and
+            # recording it, and Airflow runs on with nobody to stop it.
+            self.airflow_thread.join(timeout=60)
         for child in reversed(self.children):
             child.stop()
         if self.page is not None:
