@@ -38,6 +38,9 @@ def _rollout_id(value: dict) -> int | None:
     rollout_id = value.get("rollout_id")
     if isinstance(rollout_id, bool) or not isinstance(rollout_id, int):
         return None
+    # Ids are SQL integers: a forged 10**12 must read as "no such rollout", not as a database error.
+    if not 0 < rollout_id < 2**31:
+        return None
     return rollout_id
 
 
