@@ -19,6 +19,7 @@ SLACK_USER = re.compile(r"^[UW][A-Z0-9]+$")
 SLACK_ONCALL = re.compile(r"^[SUW][A-Z0-9]+$")
 SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]+$")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
 class RegistryError(Exception):
@@ -50,6 +51,9 @@ class RolloutSettings(_Strict):
     alpha: float = Field(default=0.01, gt=0, lt=0.5)
     max_step_minutes: float = Field(default=120, gt=0)
     bake_minutes: float = Field(default=60, ge=0)
+    # Relative: 0.2 rolls back a candidate whose mean ModelLatency is shown to be over 20% above stable's.
+    # Unset: latency is not judged.
+    latency_margin: float | None = Field(default=None, gt=0)
 
     @field_validator("steps")
     @classmethod
@@ -84,6 +88,56 @@ class PipelineSettings(_Strict):
     min_improvement: float = Field(default=0.0, ge=0)
     instance_type: NonEmpty | None = None
     execution_role: NonEmpty | None = None  # the SageMaker model's role; default: the stable variant's model's
+    # Data capture on the endpoint config the deploy step writes: requests and predictions, for quality.
+    capture_percent: int = Field(default=100, ge=0, le=100)
+    capture_uri: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")] | None = None
+
+    @property
+    def capture_destination(self) -> str:
+        """Where SageMaker writes captured requests and predictions: capture_uri, else <artifacts>/capture."""
+        return self.capture_uri or self.artifacts.rstrip("/") + "/capture"
+
+
+class QualitySettings(_Strict):
+    """[models.X.quality]: the model's metric measured in production from captured predictions and labels."""
+
+    labels: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")]
+    window_days: int = Field(default=7, ge=1, le=365)
+    # Worse than the reference by more than this, in the metric's own units, over window_days: decay.
+    tolerance: float = Field(ge=0)
+    min_labels: int = Field(default=200, ge=1)
+    retrain_on_decay: bool = False
+
+
+class ScalingSettings(_Strict):
+    """[models.X.scaling]: Application Auto Scaling on the variant that serves the model."""
+
+    min_instances: int = 1
+    max_instances: int = Field(ge=1)
+    target_invocations_per_instance: float
+    scale_in_cooldown_seconds: int | None = Field(default=None, ge=0)
+    scale_out_cooldown_seconds: int | None = Field(default=None, ge=0)
+
+    @field_validator("min_instances")
+    @classmethod
+    def _min(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"{v} instances: a real-time endpoint cannot scale below 1 instance")
+        return v
+
+    @field_validator("target_invocations_per_instance")
+    @classmethod
+    def _target(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"{v:g}: the target is invocations per instance per minute and must be more than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ScalingSettings":
+        if self.max_instances < self.min_instances:
+            raise ValueError(f"max_instances ({self.max_instances}) must be at least min_instances "
+                             f"({self.min_instances})")
+        return self
 
 
 class Defaults(_Strict):
@@ -108,6 +162,16 @@ class ModelSpec(_Strict):
     gpus: int = Field(default=0, ge=0)
     rollout: RolloutSettings = RolloutSettings()
     pipeline: PipelineSettings | None = None
+    quality: QualitySettings | None = None
+    scaling: ScalingSettings | None = None
+
+    @field_validator("dag_id")
+    @classmethod
+    def _dag_id(cls, v: str | None) -> str | None:
+        # Airflow's own rule (airflow.utils.helpers.validate_key): one bad id would break every generated DAG.
+        if v is not None and not DAG_ID.match(v):
+            raise ValueError(f"{v!r} is not a valid Airflow dag_id: at most 250 letters, digits, '_', '-' and '.'")
+        return v
 
 
 class _File(_Strict):
@@ -120,6 +184,23 @@ class _File(_Strict):
             if not MODEL_NAME.match(name):
                 raise ValueError(f"model name {name!r} may hold only letters, digits, '_', '-' and '.'")
         return self
+
+
+def shared_names(models: dict[str, ModelSpec]) -> list[tuple[str, str, str, str]]:
+    """(field, value, first model, second model) for every endpoint or dag_id two models share: their rollouts
+    would move each other's weights, and one's DAG would deploy onto the other's endpoint."""
+    found = []
+    for fld in ("endpoint", "dag_id"):
+        seen: dict[str, str] = {}
+        for name, spec in models.items():
+            value = getattr(spec, fld)
+            if not value:
+                continue
+            if value in seen:
+                found.append((fld, value, seen[value], name))
+            else:
+                seen[value] = name
+    return found
 
 
 @dataclass(frozen=True)
@@ -192,15 +273,18 @@ _KNOWN_FIELDS = {
     "models": set(ModelSpec.model_fields),
     "rollout": set(RolloutSettings.model_fields),
     "pipeline": set(PipelineSettings.model_fields),
+    "quality": set(QualitySettings.model_fields),
+    "scaling": set(ScalingSettings.model_fields),
     "defaults": set(Defaults.model_fields),
 }
+SECTIONS = ("rollout", "pipeline", "quality", "scaling")  # the optional tables of a model
 
 
 def _explain(err: dict[str, Any]) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         loc = [str(p) for p in err["loc"]]
-        table = next((t for t in ("rollout", "pipeline") if t in loc[:-1]), None) or (
+        table = next((t for t in SECTIONS if t in loc[:-1]), None) or (
             "defaults" if loc[0] == "defaults" else "models")
         if loc[0] != "models" and loc[0] != "defaults" and len(loc) == 1:
             table = None
@@ -251,6 +335,9 @@ def load_registry(path: str | Path) -> Registry:
         raise RegistryError("\n".join(lines)) from None
     problems = [f"{path}: model {name!r}, field {fld!r}: {why}"
                 for name, spec in parsed.models.items() for fld, why in _pipeline_problems(spec)]
+    problems += [f"{path}: models {first!r} and {second!r}, field {fld!r}: both name {value!r}; two models may "
+                 f"not share {'an' if fld == 'endpoint' else 'a'} {fld}"
+                 for fld, value, first, second in shared_names(parsed.models)]
     if problems:
         raise RegistryError("\n".join(problems))
     models = {name: Model(name=name, spec=spec, defaults=parsed.defaults) for name, spec in parsed.models.items()}

@@ -67,3 +67,63 @@ def test_suggestions_for_unknown_names():
     reg = load_registry(ROOT / "models.example.toml")
     assert reg.suggest("chrun") == ["churn"]
     assert reg.suggest("zzzzzz") == []
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # Issue 21, item 9: two models on one endpoint or one DAG would move each other's traffic.
+        ('[models.a]\nchannel = "C1"\nendpoint = "e1"\n[models.b]\nchannel = "C2"\nendpoint = "e1"\n',
+         "models 'a' and 'b', field 'endpoint': both name 'e1'; two models may not share an endpoint"),
+        ('[models.a]\nchannel = "C1"\ndag_id = "d"\n[models.b]\nchannel = "C2"\ndag_id = "d"\n',
+         "models 'a' and 'b', field 'dag_id': both name 'd'; two models may not share a dag_id"),
+        ('[models.a]\nchannel = "C1"\ndag_id = "churn daily"\n', "model 'a', field 'dag_id': 'churn daily' is not a "
+                                                                 "valid Airflow dag_id"),
+        ('[models.a]\nchannel = "C1"\ndag_id = "' + "d" * 251 + '"\n', "is not a valid Airflow dag_id"),
+        # Issue 20: scaling bounds that make no sense.
+        ('[models.a]\nchannel = "C1"\n[models.a.scaling]\nmin_instances = 3\nmax_instances = 2\n'
+         'target_invocations_per_instance = 700\n', "field 'scaling': max_instances (2) must be at least min_instances (3)"),
+        ('[models.a]\nchannel = "C1"\n[models.a.scaling]\nmin_instances = 0\nmax_instances = 2\n'
+         'target_invocations_per_instance = 700\n', "cannot scale below 1 instance"),
+        ('[models.a]\nchannel = "C1"\n[models.a.scaling]\nmax_instances = 2\ntarget_invocations_per_instance = 0\n',
+         "field 'scaling.target_invocations_per_instance': 0: the target is invocations per instance per minute"),
+        # Issue 19: the quality table.
+        ('[models.a]\nchannel = "C1"\n[models.a.quality]\nlabels = "s3://b/l"\n', "field 'quality.tolerance': is required"),
+        ('[models.a]\nchannel = "C1"\n[models.a.quality]\nlabels = "bucket/l"\ntolerance = 0.05\n',
+         "field 'quality.labels': 'bucket/l' is not an S3 location"),
+        ('[models.a]\nchannel = "C1"\n[models.a.quality]\nlabels = "s3://b/l"\ntolerance = 0.05\nwindow = 3\n',
+         "field 'quality.window': unknown field (did you mean 'window_days'?)"),
+        # Issue 22: latency is judged only with a positive relative margin.
+        ('[models.a]\nchannel = "C1"\n[models.a.rollout]\nlatency_margin = 0\n', "field 'rollout.latency_margin'"),
+    ],
+)
+def test_new_sections_and_shared_names_are_refused_with_the_rule(tmp_path, body, expected):
+    with pytest.raises(RegistryError) as err:
+        load_registry(write(tmp_path, body))
+    assert expected in str(err.value)
+
+
+def test_optional_sections_take_their_defaults(tmp_path):
+    reg = load_registry(write(tmp_path, '''
+[models.a]
+channel = "C1"
+dag_id = "a_lifecycle"
+endpoint = "a-prod"
+metric = "auc"
+[models.a.pipeline]
+module = "a_model"
+label = "y"
+image = "img"
+artifacts = "s3://ml-artifacts/a"
+[models.a.quality]
+labels = "s3://ml-labels/a/"
+tolerance = 0.05
+[models.a.scaling]
+max_instances = 4
+target_invocations_per_instance = 700
+'''))
+    a = reg.get("a")
+    assert a.pipeline.capture_percent == 100 and a.pipeline.capture_destination == "s3://ml-artifacts/a/capture"
+    assert (a.quality.window_days, a.quality.min_labels, a.quality.retrain_on_decay) == (7, 200, False)
+    assert a.scaling.min_instances == 1 and a.scaling.scale_in_cooldown_seconds is None
+    assert a.rollout.latency_margin is None
