@@ -7,7 +7,10 @@ variant; the counts are inconclusive, so every rollout waits and its evidence me
 the steady state of a busy controller. The same tick runs twice from identical copies of the database:
 once batched (up to 500 queries per GetMetricData call) and once with one call per rollout (the baseline).
 
-  python bench/controller_tick.py [--rollouts 500]
+  python bench/controller_tick.py [--rollouts 500] [--quick]
+
+--quick (what `make test` runs so the benchmark cannot rot): 20 rollouts; it checks that both ticks judge every
+rollout and that batching takes fewer calls, not how fast.
 
 Printed: GetMetricData calls, CPU time of this process (time.process_time) and wall time, for the metrics
 phase alone and for the whole tick, and the ratios. moto answers GetMetricData in time proportional to
@@ -135,7 +138,10 @@ def run_tick(services, now: datetime, max_queries_per_call: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rollouts", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="20 rollouts: does the tick still run?")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rollouts = 20
     tmp = Path(tempfile.mkdtemp(prefix="modelbot-bench-"))
     servers, moto_url, slack_api = start_servers(tmp)
     try:
@@ -184,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{baseline['whole']['wall'] / batched['whole']['wall']:>9.1f}x")
         for label, r in results.items():
             print(f"{label}: {r['stats'].summary()}")
-        return 0
+        # Sanity, whatever the machine's speed: each tick took up every rollout without a problem, and batching
+        # took fewer calls than one per rollout.
+        broken = [f"{label}: {sum(r['stats'].counts.values())} of {args.rollouts} rollouts taken up, problems "
+                  f"{r['stats'].problems}" for label, r in results.items()
+                  if sum(r["stats"].counts.values()) != args.rollouts or r["stats"].problems]
+        if batched["stats"].cloudwatch_calls >= baseline["stats"].cloudwatch_calls > 1:
+            broken.append("the batched tick made as many GetMetricData calls as the baseline")
+        for line in broken:
+            print(f"FAIL {line}")
+        return 1 if broken else 0
     finally:
         for proc in servers:
             proc.terminate()

@@ -9,6 +9,9 @@ it measures:
   - beside it, in the same run, today's live read (bot/status/service.gather + render, what /model status
     did on every command before the snapshot) for the same 1,000 models: its time and calls per command.
 Usage: .venv/bin/python bench/status_scale.py [--models 1000] [--commands 200] [--concurrency 16] [--live-runs 2]
+       [--quick]
+--quick (what `make test` runs so the benchmark cannot rot): 20 models, 16 commands from 4 clients, one worker
+pass, one live read, no command processes; it checks that commands answer from the store with no SageMaker call, not how fast.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -113,42 +117,56 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--live-runs", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a few models: does the benchmark still run?")
     args = parser.parse_args()
+    pass_labels = ("first", "steady")
+    if args.quick:
+        args.models, args.commands, args.concurrency, args.live_runs = 20, 16, 4, 1
+        pass_labels = ("first",)
 
     tmp = Path(tempfile.mkdtemp(prefix="status-scale-"))
-    moto_port = free_port()
-    moto_url = f"http://127.0.0.1:{moto_port}"
-    moto = start_process(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], tmp / "moto.log",
-                         lambda: reachable(moto_url))
-    ports = multiprocessing.get_context("fork").Queue()
-    proxy_proc = multiprocessing.get_context("fork").Process(target=_serve_proxy, args=(moto_url, LATENCY, ports),
-                                                             daemon=True)
-    proxy_proc.start()
-    proxy_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-    names = [f"m{i:04d}" for i in range(args.models)]
-    (tmp / "models.toml").write_text(registry_toml(names))
-    slack_port = free_port()
-    slack_url = f"http://127.0.0.1:{slack_port}"
-    slack_proc = start_process(["-m", "sandbox.slack_emulator", "--port", str(slack_port)], tmp / "slack.log",
-                               lambda: reachable(slack_url))
-    slack = type("RemoteEmulator", (), {"api_url": slack_url + "/api/"})()
-    rurl = requests.post(slack_url + "/_emulator/response_url?name=bench", timeout=5).json()["response_url"]
-    database_url = f"sqlite:///{tmp / 'bench.db'}"
-    env = app_env(slack=slack, moto_url=moto_url, database_url=database_url, models_file=tmp / "models.toml",
-                  AWS_ENDPOINT_URL_SAGEMAKER=proxy_url)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = moto_url  # creating the endpoints is not what is measured
-    started = time.perf_counter()
-    create_endpoints(names)
-    print(f"{args.models} endpoints created in moto in {time.perf_counter() - started:.0f} s", flush=True)
-    os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = proxy_url
+    children: list[subprocess.Popen] = []
+    proxy_proc = None
     app = None
-    pool = multiprocessing.get_context("fork").Pool(args.concurrency)
+    pool = None
     try:
-        app = AppProcess(env, tmp / "modelbot.log").start(timeout=180)
+        moto_port = free_port()
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        children.append(start_process(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                                      tmp / "moto.log", lambda: reachable(moto_url)))
+        ports = multiprocessing.get_context("fork").Queue()
+        proxy_proc = multiprocessing.get_context("fork").Process(target=_serve_proxy,
+                                                                 args=(moto_url, LATENCY, ports), daemon=True)
+        proxy_proc.start()
+        proxy_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
+        names = [f"m{i:04d}" for i in range(args.models)]
+        (tmp / "models.toml").write_text(registry_toml(names))
+        slack_port = free_port()
+        slack_url = f"http://127.0.0.1:{slack_port}"
+        children.append(start_process(["-m", "sandbox.slack_emulator", "--port", str(slack_port)],
+                                      tmp / "slack.log", lambda: reachable(slack_url)))
+        slack = type("RemoteEmulator", (), {"api_url": slack_url + "/api/"})()
+        rurl = requests.post(slack_url + "/_emulator/response_url?name=bench", timeout=5).json()["response_url"]
+        database_url = f"sqlite:///{tmp / 'bench.db'}"
+        env = app_env(slack=slack, moto_url=moto_url, database_url=database_url, models_file=tmp / "models.toml",
+                      AWS_ENDPOINT_URL_SAGEMAKER=proxy_url)
+        if args.quick:  # status answers in the ack: the processes for post-ack work only cost start-up
+            env["MODELBOT_COMMAND_PROCESSES"] = "0"
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = moto_url  # creating the endpoints is not what is measured
+        # The app starts while the endpoints are created: neither is measured, and each waits on the other's I/O.
+        app = AppProcess(env, tmp / "modelbot.log")
+        with ThreadPoolExecutor(1) as starter:
+            app_started = starter.submit(app.start, timeout=180)
+            started = time.perf_counter()
+            create_endpoints(names)
+            print(f"{args.models} endpoints created in moto in {time.perf_counter() - started:.0f} s", flush=True)
+            app_started.result()
+        os.environ["AWS_ENDPOINT_URL_SAGEMAKER"] = proxy_url
+        pool = multiprocessing.get_context("fork").Pool(args.concurrency)
         seed_rollouts(database_url, names)
         passes = []
-        for label in ("first", "steady"):
+        for label in pass_labels:
             before = operations(proxy_url)
             t = time.perf_counter()
             done = run_jobs_once(env, timeout=900)
@@ -180,13 +198,19 @@ def main() -> int:
             live.append(time.perf_counter() - t)
         live_calls = (operations(proxy_url) - before) / len(live)
     finally:
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
         if app is not None:
             app.stop()
-        for proc in (moto, slack_proc):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        proxy_proc.terminate()
+        for proc in children:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except ProcessLookupError:  # it had already exited
+                pass
+        if proxy_proc is not None:
+            proxy_proc.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(f"/model status for {args.models} models, SageMaker {LATENCY * 1000:.0f} ms away "
@@ -201,8 +225,12 @@ def main() -> int:
     print(f"  today's live read: {len(live)} commands one after another: median {statistics.median(live):.1f} s, "
           f"max {max(live):.1f} s; {live_calls:.0f} SageMaker calls per command")
     print(f"  ratio (live / store), median: {statistics.median(live) / p50:.0f}x")
-    ok = p99 < 0.3 and store_calls == 0
-    print(f"  aim: p99 < 300 ms and 0 AWS calls per command: {'PASS' if ok else 'FAIL'}")
+    if args.quick:  # too few commands for a p99: the quick run checks what does not depend on the machine
+        ok = store_calls == 0
+        print(f"  0 AWS calls per command: {'PASS' if ok else 'FAIL'} (p99 not judged with --quick)")
+    else:
+        ok = p99 < 0.3 and store_calls == 0
+        print(f"  aim: p99 < 300 ms and 0 AWS calls per command: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
 
