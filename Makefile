@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SANDBOX_STAMP := $(VENV)/.installed-sandbox
 TEST_STAMP := $(VENV)/.installed-test
-# Set when SLACK_BOT_TOKEN is in the environment or in .env (a non-empty value).
-HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n 's/^[[:space:]]*SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*\([^[:space:]#]\{1,\}\).*/\1/p' .env | tail -1))
+# Set when SLACK_BOT_TOKEN is in the environment or in .env with a non-empty value, read as the app reads .env
+# (python-dotenv): `export ` before the name, quotes around the value, and the last assignment wins.
+HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n "s/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*[\"']\{0,1\}\([^[:space:]\#\"']*\).*/\2/p" .env | tail -1))
 
 .PHONY: run sandbox worker test bench install clean chromium chaos
 
@@ -18,17 +19,17 @@ $(VENV)/bin/python:
 # Production dependencies only: what `python -m bot` and `python -m jobs` need.
 $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	@echo "Installing modelbot's dependencies into $(VENV) ..."
-	$(PY) -m pip install --quiet -c constraints.txt -e .
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[app]'
 	touch $(STAMP)
 
 $(SANDBOX_STAMP): $(STAMP)
 	@echo "Installing the sandbox's extra dependencies (moto server) ..."
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[sandbox]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[app,sandbox]'
 	touch $(SANDBOX_STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	@echo "Installing the test dependencies ..."
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,sandbox]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[app,test,sandbox]'
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
@@ -65,7 +66,7 @@ chaos: $(TEST_STAMP)
 	MODELBOT_CHAOS_ITERATIONS=50 MODELBOT_CHAOS_SETTLE_SECONDS=130 $(PY) -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .airflow-venv .pytest_cache .sandbox

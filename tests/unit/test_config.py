@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from bot.config import ConfigError, load_settings, missing_for_start
@@ -44,3 +46,44 @@ def test_airflow_url_with_api_suffix_is_refused(monkeypatch):
 def test_postgres_urls_use_psycopg3(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://u@h/db")
     assert load_settings().sqlalchemy_url == "postgresql+psycopg://u@h/db"
+
+
+# `make run` decides between the app and the sandbox from SLACK_BOT_TOKEN, in the environment or in .env. It must
+# read .env the way the app does (python-dotenv): a token the app would use means the app, never the sandbox.
+DOTENV_CASES = {
+    "plain": "SLACK_BOT_TOKEN=xoxb-1\n",
+    "export": "export SLACK_BOT_TOKEN=xoxb-1\n",
+    "export, indented and spaced": "  export   SLACK_BOT_TOKEN = xoxb-1\n",
+    "double quotes": 'SLACK_BOT_TOKEN="xoxb-1"\n',
+    "export, single quotes, comment": "export SLACK_BOT_TOKEN='xoxb-1'  # the bot\n",
+    "empty": "SLACK_BOT_TOKEN=\n",
+    "empty quotes": 'export SLACK_BOT_TOKEN=""\n',
+    "commented out": "# SLACK_BOT_TOKEN=xoxb-1\n",
+    "another variable": "MY_SLACK_BOT_TOKEN=xoxb-1\n",
+    "emptied by a later line": "SLACK_BOT_TOKEN=xoxb-1\nexport SLACK_BOT_TOKEN=\n",
+}
+
+
+def make_runs_the_app(directory) -> bool:
+    """What `make -n run` would start, in a copy of the Makefile next to this .env (nothing is executed)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "Makefile", directory / "Makefile")
+    for needed in ("pyproject.toml", "constraints.txt"):  # what the install steps depend on
+        (directory / needed).touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MAKE"))}
+    result = subprocess.run(["make", "-n", "run"], cwd=directory, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    starts = [line for line in result.stdout.splitlines() if " -m bot" in line or " -m sandbox" in line]
+    assert len(starts) == 1, result.stdout
+    return " -m bot" in starts[0]
+
+
+@pytest.mark.parametrize("dotenv", DOTENV_CASES.values(), ids=DOTENV_CASES.keys())
+def test_make_run_reads_the_token_from_dotenv_as_the_app_does(tmp_path, dotenv):
+    (tmp_path / ".env").write_text(dotenv)
+    app_has_token = load_settings().SLACK_BOT_TOKEN is not None  # clean_env: we are in tmp_path, no env token
+    assert make_runs_the_app(tmp_path) == app_has_token
