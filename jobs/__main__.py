@@ -163,8 +163,9 @@ def job_loop(services, leases: Leases, job: Job, stop: threading.Event) -> None:
         stop.wait(max(0.0, job.interval - took))
 
 
-def serve_metrics(port: int, store) -> ThreadingHTTPServer:
-    """This worker's own counters and histograms (and the shared job times) on GET /metrics."""
+def serve_metrics(port: int, store, bind: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """This worker's own counters and histograms (and the shared job times) on GET /metrics, on the interface
+    MODELBOT_BIND names, as the web process's port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -181,7 +182,10 @@ def serve_metrics(port: int, store) -> ThreadingHTTPServer:
         def log_message(self, *args):  # scrapes are not worth a log line each
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server_class = ThreadingHTTPServer
+    if ":" in bind:  # an IPv6 address, e.g. "::" or "::1"
+        server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    server = server_class((bind, port), Handler)
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
     return server
 
@@ -244,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if metrics_port:
-        serve_metrics(int(metrics_port), services.store)
+        serve_metrics(int(metrics_port), services.store, settings.MODELBOT_BIND)
+        log.info("worker metrics on %s:%s/metrics", settings.MODELBOT_BIND, metrics_port)
     threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
                for job in jobs]
     threads.sort(key=lambda t: t.name != CONTROLLER)

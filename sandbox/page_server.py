@@ -6,6 +6,11 @@ form posts to /slack/events with a `response_url`, button clicks as signed `bloc
 (chat.postMessage/update, file uploads, postEphemeral) and from the response_urls it POSTed to, and shown
 the way Slack shows it: a slash command's reply is an ephemeral message "Only visible to you", which a later
 `replace_original` replaces; a button click's `replace_original` replaces the message the button was on.
+
+The page drives modelbot as the person at it, so only that page may: every request must name this server as
+127.0.0.1 or localhost on its port (Host), and a request sent by a page must come from the sandbox's own page
+(Origin). Anything else, a web page on another site or a DNS-rebinding name pointing at 127.0.0.1, gets a 403
+saying why.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ PAGE_DIR = Path(__file__).resolve().parent / "page"
 BOT_TIMEOUT_SECONDS = 10
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+LOCAL_NAMES = ("127.0.0.1", "localhost")
 
 
 @dataclass
@@ -378,9 +384,34 @@ def _json_or_text(raw: bytes) -> dict:
         return {"text": raw.decode(errors="replace")}
 
 
+def foreign_request(host: str | None, origin: str | None, port: int) -> str | None:
+    """Why a request may not drive the sandbox (None: it comes from the sandbox's own page or this machine)."""
+    own = [f"{name}:{port}" for name in LOCAL_NAMES] + (list(LOCAL_NAMES) if port == 80 else [])
+    where = f"http://127.0.0.1:{port}/ or http://localhost:{port}/"
+    named = (host or "").strip().lower()
+    if named not in own:
+        return (f"The modelbot sandbox answers only at {where}, not at Host {named or '(none)'!r}: a web page on "
+                "another site, or a DNS-rebinding name pointing at this machine, must not drive it.")
+    if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in own}:
+        return (f"The modelbot sandbox takes requests only from its own page ({where}), not from a page of "
+                f"{origin.strip()!r}.")
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     state: PageState
     server_version = "ModelbotSandbox/1.0"
+
+    def _refused(self) -> bool:
+        """Sends 403 with the reason when the request is not from the sandbox's own page or this machine."""
+        why = foreign_request(self.headers.get("Host"), self.headers.get("Origin"), self.server.server_address[1])
+        if why is None:
+            return False
+        if self.path.startswith("/api/"):
+            self._send(403, {"error": why})
+        else:
+            self._send(403, (why + "\n").encode(), "text/plain; charset=utf-8")
+        return True
 
     def _send(self, status: int, body: Any, content_type: str = "application/json", cache: bool = False) -> None:
         data = json.dumps(body).encode() if content_type == "application/json" else body
@@ -396,6 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(raw or b"{}")
 
     def do_GET(self) -> None:
+        if self._refused():
+            return
         parts = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parts.query))
         path = parts.path
@@ -429,6 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def do_POST(self) -> None:
+        if self._refused():
+            return
         path = urllib.parse.urlsplit(self.path).path
         try:
             body = self._body()

@@ -172,7 +172,8 @@ class World:
             DATABASE_URL=f"sqlite:///{self.workdir / 'modelbot.db'}", MODELS_FILE=str(models),
             AIRFLOW_URL=self.airflow_url, PAGERDUTY_ROUTING_KEY=ROUTING_KEY, PAGERDUTY_EVENTS_URL=pagerduty.url,
             MODELBOT_JOB_INTERVAL_SECONDS=JOB_INTERVAL_SECONDS, MODELBOT_COMMAND_PROCESSES="1",
-            PYTHONUNBUFFERED="1",
+            # The bot serves the page on this machine only: nothing on the network may reach it.
+            MODELBOT_BIND="127.0.0.1", PYTHONUNBUFFERED="1",
         )
         bot_port = free_port()
         self._step("Starting modelbot: python -m bot (HTTP mode)")
