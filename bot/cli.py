@@ -2,7 +2,9 @@
 
   modelbot prices refresh [--region R ...] [--source auto|api|bulk]
   modelbot prices show <vcpu> <memory_gib> [gpus] [--region R]
-  modelbot pipeline check <model> [key=value ...] [--rows N] [--production-model FILE]
+  modelbot pipeline check <model> [key=value ...] [--rows N] [--production-model FILE] [--production-schemas FILE]
+  modelbot new NAME DIR [--defaults] [--data key=value ...] [--models-file PATH] [--force]
+  modelbot update [DIR] [--data key=value ...]
 
 Each command group is a subparser added by one function in GROUPS, so other tasks can join without touching
 the ones here.
@@ -194,7 +196,8 @@ def cmd_pipeline_check(args, out: TextIO, err: TextIO) -> int:
         conf[key] = value
     try:
         report = run_check(model, conf, rows=args.rows, dag_path=args.dag_file, module_path=args.path,
-                           production_model=args.production_model, registry_path=registry.path)
+                           production_model=args.production_model, production_schemas=args.production_schemas,
+                           registry_path=registry.path)
     except CheckFailed as exc:
         print(f"Pipeline check of {model.name} failed: {exc}", file=err)
         return EXIT_FAILED
@@ -215,10 +218,61 @@ def add_pipeline(subparsers) -> None:
     check.add_argument("--dag-file", metavar="FILE", help="dags/modelbot_pipelines.py (default: this checkout's)")
     check.add_argument("--production-model", metavar="FILE",
                        help="a pickled model or model.tar.gz to compare with, as the DAG compares with production")
+    check.add_argument("--production-schemas", metavar="FILE",
+                       help="production's schemas.json (its package names it): compare the request schemas too")
     check.set_defaults(func=cmd_pipeline_check)
 
 
-GROUPS: list[Callable] = [add_prices, add_pipeline]
+def cmd_new(args, out: TextIO, err: TextIO) -> int:
+    from bot.scaffold import messages, service
+
+    if not args.defaults and not sys.stdin.isatty():
+        print("modelbot: no terminal to ask the questions on: pass --defaults (answers not given with --data take "
+              "their defaults)", file=err)
+        return EXIT_USAGE
+    try:
+        made = service.new_package(args.name, args.dir, service.parse_data(args.data), defaults=args.defaults,
+                                   models_file=args.models_file, force=args.force)
+    except service.ScaffoldError as exc:
+        print(f"modelbot new: {exc}", file=err)
+        return EXIT_USAGE if exc.usage else EXIT_FAILED
+    print(messages.made(made), file=out)
+    return EXIT_OK
+
+
+def cmd_update(args, out: TextIO, err: TextIO) -> int:
+    from bot.scaffold import messages, service
+
+    try:
+        updated = service.update_package(args.dir, service.parse_data(args.data))
+    except service.ScaffoldError as exc:
+        print(f"modelbot update: {exc}", file=err)
+        return EXIT_USAGE if exc.usage else EXIT_FAILED
+    print(messages.updated(updated), file=out)
+    return EXIT_OK
+
+
+def add_scaffold(subparsers) -> None:
+    new = subparsers.add_parser(
+        "new", help="a model package from a few questions (Copier template; docs/new-model.md)",
+        description="Make a model package: the module with preprocess, train and predict and its schemas, tests, "
+                    "a Dockerfile for modelbot-serve, CI, and the model's models-file entry.")
+    new.add_argument("name", metavar="NAME", help="the model's name in the models file")
+    new.add_argument("dir", metavar="DIR", help="where the package goes (new or empty)")
+    new.add_argument("--defaults", action="store_true", help="ask nothing: default answers, except those --data gives")
+    new.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="an answer (repeatable)")
+    new.add_argument("--models-file", metavar="PATH",
+                     help="append the model's entry to this models file (checked first) instead of the package's own")
+    new.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
+    new.set_defaults(func=cmd_new)
+    update = subparsers.add_parser(
+        "update", help="bring template changes into a package made by `modelbot new` (copier update)")
+    update.add_argument("dir", metavar="DIR", nargs="?", default=".", help="the package (default: here)")
+    update.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="change an answer")
+    update.set_defaults(func=cmd_update)
+
+
+GROUPS: list[Callable] = [add_prices, add_pipeline, add_scaffold]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
-"""A model in three functions, for modelbot's generated pipeline (dags/modelbot_pipelines.py).
+"""A model in three functions and two schemas, for modelbot's generated pipeline (dags/modelbot_pipelines.py).
 
 The logistic regression of the example lifecycle DAG, in numpy: `preprocess` makes (synthetic) data, `train`
-fits the weights, `predict` scores rows. Everything else (artifacts, evaluation against production, the
-Model Registry, the endpoint, the rollout) is done for you.
+fits the weights, `predict` scores rows. REQUEST_SCHEMA says what one request instance must hold, and
+RESPONSE_SCHEMA what one prediction is: modelbot-serve answers 400 to a request that breaks the first (naming
+the field) and 500 to a prediction that breaks the second, and the pipeline checks both before deploying.
+Everything else (artifacts, evaluation against production, the Model Registry, the endpoint, data capture, the
+rollout) is done for you.
 
 Run conf (from `/model retrain churn key=value ...`, strings): rows=600, epochs=200, seed=42.
 """
@@ -13,6 +16,22 @@ import numpy as np
 import pandas as pd
 
 FEATURES = ["tenure_z", "complaints_z"]
+
+# One request instance: {"tenure_z": 0.3, "complaints_z": -1.2}. Standardised values, so a bound far outside
+# the data catches a caller sending raw units (days, counts) instead.
+REQUEST_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "A customer, standardised",
+    "type": "object",
+    "properties": {
+        "tenure_z": {"type": "number", "minimum": -10, "maximum": 10, "description": "tenure, z-score"},
+        "complaints_z": {"type": "number", "minimum": -10, "maximum": 10, "description": "complaints, z-score"},
+    },
+    "required": FEATURES,
+    "additionalProperties": False,
+}
+# One prediction: P(churned == 1).
+RESPONSE_SCHEMA = {"type": "number", "minimum": 0, "maximum": 1, "title": "P(churn)"}
 
 
 def preprocess(conf: dict) -> dict:

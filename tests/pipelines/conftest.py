@@ -3,6 +3,7 @@ written into a folder on sys.path, and moto with the UpdateEndpoint fake in fron
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import sys
@@ -49,18 +50,26 @@ def steps():
     return dag_file.load()
 
 
+# Schemas that accept anything a test module's rows and predictions hold, for modules about something else.
+OPEN_SCHEMAS = 'REQUEST_SCHEMA = {"type": "object"}\nRESPONSE_SCHEMA = {"type": ["number", "array"]}\n'
+
+
 @pytest.fixture
 def modules(tmp_path, monkeypatch):
-    """write(name, source) puts a module on sys.path; the example module is there as churn_model."""
+    """write(name, source) puts a module on sys.path (with OPEN_SCHEMAS unless it declares its own, or
+    schemas=False); the example module is there as churn_model."""
     folder = tmp_path / "modules"
     folder.mkdir()
     shutil.copy(EXAMPLE, folder / "churn_model.py")
     monkeypatch.syspath_prepend(str(folder))
     written = {"churn_model"}
 
-    def write(name: str, source: str) -> Path:
+    def write(name: str, source: str, *, schemas: bool = True) -> Path:
         path = folder / f"{name}.py"
-        path.write_text(textwrap.dedent(source))
+        source = textwrap.dedent(source)
+        if schemas and "REQUEST_SCHEMA" not in source:
+            source += "\n" + OPEN_SCHEMAS
+        path.write_text(source)
         written.add(name)
         sys.modules.pop(name, None)
         return path
@@ -96,10 +105,17 @@ def first_feature_model() -> dict:
     return {"features": ["tenure_z", "complaints_z"], "weights": [0.0, 1.0, 0.0]}
 
 
-def register_production(steps, model: dict, *, group: str = "churn", key: str = "prod/model.tar.gz") -> str:
-    """An Approved package in the group, its model.tar.gz in S3, as an earlier pipeline run leaves it."""
-    boto3.client("s3", region_name=REGION).put_object(
-        Bucket=BUCKET, Key=key, Body=steps.model_tarball(pickle.dumps(model)))
+def register_production(steps, model: dict, *, group: str = "churn", key: str = "churn/prod/model.tar.gz",
+                        schemas: dict | None = None) -> str:
+    """An Approved package in the group, its model.tar.gz in S3 (and its schemas.json when given), as an
+    earlier pipeline run leaves it."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=steps.model_tarball(pickle.dumps(model)))
+    metadata = {}
+    if schemas is not None:
+        schemas_key = key.rsplit("/", 1)[0] + "/schemas.json"
+        s3.put_object(Bucket=BUCKET, Key=schemas_key, Body=json.dumps(schemas).encode())
+        metadata = {"CustomerMetadataProperties": {"modelbot_schemas": f"s3://{BUCKET}/{schemas_key}"}}
     sm = boto3.client("sagemaker", region_name=REGION)
     try:
         sm.create_model_package_group(ModelPackageGroupName=group)
@@ -109,6 +125,7 @@ def register_production(steps, model: dict, *, group: str = "churn", key: str = 
         ModelPackageGroupName=group, ModelApprovalStatus="Approved",
         InferenceSpecification={"Containers": [{"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{key}"}],
                                 "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+        **metadata,
     )["ModelPackageArn"]
 
 

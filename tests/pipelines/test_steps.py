@@ -23,7 +23,8 @@ def run_pipeline(steps, p, run_id: str, conf: dict | None = None):
     sm = steps.aws_client("sagemaker", REGION)
     data = steps.step_preprocess(p, conf, run_id, s3)
     trained = steps.step_train(p, conf, run_id, data, s3)
-    evaluation = steps.step_evaluate(p, run_id, data, trained, s3, steps.production_loader(sm, s3, p.group))
+    evaluation = steps.step_evaluate(p, run_id, data, trained, s3,
+                                     steps.production_loader(sm, s3, p.group, p.artifacts), conf)
     return data, trained, evaluation
 
 
@@ -92,7 +93,8 @@ def test_candidate_beats_production_on_the_same_data_and_joins_the_endpoint_at_w
     assert evaluation["promote"] is True
     assert evaluation["diagnostics_uri"] == f"s3://{BUCKET}/churn/churn_pipeline/manual__1/diagnostics.csv"
     assert s3_keys("churn/churn_pipeline/manual__1/") == [
-        "diagnostics.csv", "evaluation.json", "model.pkl", "model.tar.gz", "train.pkl", "validation.pkl"]
+        "diagnostics.csv", "evaluation.json", "model.pkl", "model.tar.gz", "schemas.json", "train.pkl",
+        "validation.pkl"]
     report = json.loads(boto3.client("s3", region_name=REGION).get_object(
         Bucket=BUCKET, Key="churn/churn_pipeline/manual__1/evaluation.json")["Body"].read())
     assert report["production_model_package"] == production_arn
