@@ -1,0 +1,240 @@
+"""modelbot-serve against its floor and its model: requests/s and latency for 1-row and 100-row requests.
+
+Three things measured in one run, on the same machine at the same time:
+  (a) the floor: a bare app on the same server stack (bench/_bare_serving_app.py: gunicorn gthread via
+      serving/server.py, same workers and threads) that reads the body and answers a constant;
+  (b) modelbot-serve serving dags/examples/churn_model.py (a logistic regression and its two schemas), trained
+      here and pickled as the pipeline does;
+  (c) the same `predict` called in this process on a ready DataFrame: the model's own cost;
+  (d) modelbot-serve with a predict that returns a constant: the runtime's own cost (HTTP, parsing, both
+      schemas, the DataFrame, the log line), without the model's.
+Throughput: CLIENTS client processes, each on a kept-alive connection, sending requests one after another;
+requests/s = all requests / wall time. Latency: one client alone (no queueing), p50 and p99. Rounds alternate
+(a) and (b) so the machine's noise hits both alike; figures are over all rounds.
+Goals (issue 17): throughput at 1 row >= 0.7x the floor; p99 over in-process predict < 5 ms. The first is
+judged on (b); where the model's own predict costs as much as the whole floor, (d) shows what the runtime adds.
+
+Usage: .venv/bin/python bench/serving.py [--requests 3000] [--rounds 3] [--clients 4] [--workers 2] [--quick]
+--quick (what `make test` runs so the benchmark cannot rot): 60 requests a series, one round; it checks that
+every answer is right, not how fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "dags" / "examples"))
+
+import churn_model  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# The runtime's own cost: the example's schemas and columns, a predict that costs nothing.
+CONSTANT_MODULE = '''
+import numpy as np
+from churn_model import FEATURES, REQUEST_SCHEMA, RESPONSE_SCHEMA  # noqa: F401
+
+
+def predict(model, features):
+    return np.full(len(features), 0.5)
+'''
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_request(body: bytes) -> bytes:
+    return (b"POST /invocations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"X-Amzn-SageMaker-Inference-Id: bench\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def client(args: tuple[int, bytes, int, int]) -> list[float]:
+    """One kept-alive connection sending `n` requests one after another; seconds per request. A raw socket, not
+    a library: on two cores the client's own cost would blur the server's."""
+    port, request, n, rows = args
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stream = sock.makefile("rb")
+    times = []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            sock.sendall(request)
+            status = stream.readline()
+            length = 0
+            while True:
+                line = stream.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = stream.read(length)
+            times.append(time.perf_counter() - started)
+            if not status.startswith(b"HTTP/1.1 200"):
+                raise AssertionError(f"{status!r}: {body[:300]!r}")
+            if rows and len(json.loads(body)["predictions"]) != rows:
+                raise AssertionError(f"wanted {rows} predictions: {body[:300]!r}")
+    finally:
+        sock.close()
+    return times
+
+
+def throughput(pool, port: int, request: bytes, n: int, clients: int, rows: int) -> tuple[float, list[float]]:
+    shares = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    started = time.perf_counter()
+    results = pool.map(client, [(port, request, k, rows) for k in shares if k])
+    elapsed = time.perf_counter() - started
+    return n / elapsed, [t for times in results for t in times]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /ping HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server on port {port} did not answer /ping in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def start(command: list[str], env: dict, log: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    wait_ready(port, proc, log)
+    return proc
+
+
+def in_process(model, frame: pd.DataFrame, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        churn_model.predict(model, frame)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000, help="requests per throughput series")
+    parser.add_argument("--latency-requests", type=int, default=1000, help="requests per one-client latency series")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="60 requests a series, one round: does it still run?")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.latency_requests, args.rounds = 60, 60, 1
+
+    tmp = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    (tmp / "model").mkdir()
+    (tmp / "bench_constant.py").write_text(CONSTANT_MODULE)
+    frames = churn_model.preprocess({"rows": "2000"})
+    model = churn_model.train(frames["train"], {})
+    (tmp / "model" / "model.pkl").write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    features = frames["validation"].drop(columns=["churned"])
+    batches = {rows: features.iloc[:rows].to_dict(orient="records") for rows in (1, 100)}
+
+    serve_port, constant_port, bare_port = free_port(), free_port(), free_port()
+    env = dict(os.environ, MODELBOT_MODEL_MODULE="churn_model", SM_MODEL_DIR=str(tmp / "model"),
+               SAGEMAKER_MODEL_SERVER_WORKERS=str(args.workers), SAGEMAKER_BIND_TO_PORT=str(serve_port),
+               PYTHONPATH=os.pathsep.join([str(tmp), str(ROOT / "dags" / "examples"), str(ROOT)]))
+    constant_env = dict(env, MODELBOT_MODEL_MODULE="bench_constant", SAGEMAKER_BIND_TO_PORT=str(constant_port))
+    procs: list[subprocess.Popen] = []
+    pool = None
+    tput: dict[tuple[str, int], list[float]] = {}
+    lat: dict[tuple[str, int], list[float]] = {}
+    try:
+        procs.append(start([sys.executable, "-m", "serving", "--host", "127.0.0.1"], env, tmp / "serve.log",
+                           serve_port))
+        procs.append(start([sys.executable, "-m", "serving", "--host", "127.0.0.1"], constant_env,
+                           tmp / "constant.log", constant_port))
+        procs.append(start([sys.executable, "bench/_bare_serving_app.py", str(bare_port), str(args.workers)], env,
+                           tmp / "bare.log", bare_port))
+        pool = multiprocessing.get_context("fork").Pool(args.clients)
+        targets = (("floor", bare_port), ("modelbot-serve", serve_port), ("runtime only", constant_port))
+        for _, port in targets:  # warm-up: connections, imports, pandas' first calls in each worker
+            for rows, batch in batches.items():
+                throughput(pool, port, http_request(json.dumps({"instances": batch}).encode()), 40, args.clients, 0)
+        for _ in range(args.rounds):
+            for rows, batch in batches.items():
+                request = http_request(json.dumps({"instances": batch}).encode())
+                for name, port in targets:
+                    rate, _ = throughput(pool, port, request, args.requests, args.clients,
+                                         rows if name != "floor" else 0)
+                    tput.setdefault((name, rows), []).append(rate)
+                    lat.setdefault((name, rows), []).extend(
+                        client((port, request, args.latency_requests, rows if name != "floor" else 0)))
+                frame = pd.DataFrame.from_records(batch, columns=churn_model.FEATURES)
+                lat.setdefault(("in-process predict", rows), []).extend(in_process(model, frame,
+                                                                                   args.latency_requests))
+    finally:
+        if pool is not None:
+            pool.terminate()
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except ProcessLookupError:
+                pass
+    invocations = sum((tmp / log).read_text().count("POST /invocations 200")
+                      for log in ("serve.log", "constant.log"))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"modelbot-serve vs its floor, {args.workers} workers, {args.clients} clients for throughput, one client "
+          f"for latency; {args.rounds} rounds of {args.requests} + {args.latency_requests} requests per series "
+          f"(load average {os.getloadavg()[0]:.1f}; the machine has {os.cpu_count()} cores, shared with the clients)")
+    print(f"{'rows':>4}  {'server':<20}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for rows in batches:
+        for name in ("floor", "modelbot-serve", "runtime only", "in-process predict"):
+            rate = f"{statistics.median(tput[(name, rows)]):>8.0f}" if (name, rows) in tput else f"{'-':>8}"
+            values = lat[(name, rows)]
+            print(f"{rows:>4}  {name:<20}{rate}{1000 * statistics.median(values):>9.2f}"
+                  f"{1000 * percentile(values, 0.99):>9.2f}")
+    floor = statistics.median(tput[("floor", 1)])
+    ratio = statistics.median(tput[("modelbot-serve", 1)]) / floor
+    runtime_ratio = statistics.median(tput[("runtime only", 1)]) / floor
+    overheads = {rows: 1000 * (percentile(lat[("modelbot-serve", rows)], 0.99) -
+                               percentile(lat[("in-process predict", rows)], 0.99)) for rows in batches}
+    ok = ratio >= 0.7 and all(o < 5 for o in overheads.values())
+    verdict = "not judged (--quick)" if args.quick else ("PASS" if ok else "FAIL")
+    print(f"throughput at 1 row: {ratio:.2f}x the floor (goal >= 0.7x; the runtime alone, predict aside: "
+          f"{runtime_ratio:.2f}x); p99 over in-process predict: "
+          + ", ".join(f"{rows} row{'s' if rows > 1 else ''} {o:+.2f} ms" for rows, o in overheads.items())
+          + f" (goal < 5 ms) {verdict}")
+    expected = 2 * (2 * args.rounds * (args.requests + args.latency_requests) + 2 * 40)
+    if invocations < expected:  # every request the server answered was logged with its inference id
+        print(f"modelbot-serve logged {invocations} invocations; {expected} were sent")
+        return 1
+    return 0 if args.quick or ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
