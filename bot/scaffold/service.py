@@ -1,0 +1,390 @@
+"""`modelbot new` and `modelbot update`: a model package rendered from modelbot's template with Copier, and
+later brought up to date with it.
+
+Nothing is half-written: the package is rendered into a temporary folder beside DIR and moved into place only
+when every answer passed and its models-file entry loads with modelbot's own loader; an entry for a shared
+models file is checked together with the file's other models and written by an atomic replace, last.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import copier
+import yaml
+from copier.errors import CopierAnswersInterrupt, CopierError, UserMessageError
+from plumbum import ProcessExecutionError
+
+from bot.registry import Registry, RegistryError, load_registry
+from bot.scaffold import answers, sizing, template_repo
+from bot.scaffold.template_repo import TemplateRepoError
+
+ANSWERS_FILE = ".copier-answers.yml"
+ENTRY_FILE = "models.toml"  # the template renders the model's entry here
+GIT_TIMEOUT = 60
+
+
+class ScaffoldError(Exception):
+    """Nothing was written (or, for an update, nothing was changed); the message says why."""
+
+    usage = False  # True: the input was wrong (exit status 2), not the machine
+
+
+class Refused(ScaffoldError):
+    usage = True
+
+
+@dataclass
+class Made:
+    name: str
+    directory: Path
+    tag: str
+    template: Path
+    answers: dict[str, Any]
+    instance: sizing.Choice
+    models_file: Path | None  # the shared models file the entry was added to; None: the package's own
+    git: str  # what was done about git: "initialised", "inside" (an enclosing repository), "none"
+    placeholders: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Updated:
+    directory: Path
+    old: str
+    new: str
+    changed: list[str]
+    conflicts: list[str]
+
+
+# ---- the questions ----------------------------------------------------------------------------------------------
+
+def questions(template: Path = template_repo.PACKAGED) -> dict[str, dict]:
+    config = yaml.safe_load((template / "copier.yml").read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def parse_data(pairs: list[str], template: Path = template_repo.PACKAGED) -> dict[str, str]:
+    """--data key=value pairs, each key one of the template's questions."""
+    known = questions(template)
+    data: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise Refused(f"--data {pair!r} is not key=value")
+        if key not in known or known[key].get("when") is False:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "the questions are: " + ", ".join(
+                k for k, v in known.items() if v.get("when") is not False)
+            raise Refused(f"--data {key}: no such question ({hint})")
+        data[key] = value
+    return data
+
+
+# ---- the destination -----------------------------------------------------------------------------------------------
+
+def _check_destination(directory: Path, force: bool) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise Refused(f"{directory} is a file, not a folder; nothing was written")
+    if directory.is_dir() and not force:
+        entries = sorted(p.name for p in directory.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
+            raise Refused(f"{directory} is not empty ({shown}); pick an empty or new folder, or pass --force to "
+                          "write the package over what is there")
+    if not directory.parent.is_dir():
+        raise Refused(f"{directory.parent} does not exist; nothing was written")
+    if not os.access(directory.parent, os.W_OK):
+        raise Refused(f"{directory.parent} is not writable; nothing was written")
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    except FileNotFoundError:
+        raise ScaffoldError("git is not installed; Copier needs it for the template's versions") from None
+    except subprocess.TimeoutExpired:
+        raise ScaffoldError(f"git {args[0]} in {cwd} took over {GIT_TIMEOUT} s") from None
+    if check and done.returncode != 0:
+        raise ScaffoldError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
+    return done
+
+
+def _enclosing_repository(directory: Path) -> bool:
+    probe = directory if directory.is_dir() else directory.parent
+    return _git(probe, "rev-parse", "--show-toplevel", check=False).returncode == 0
+
+
+def _initialise_git(staging: Path, name: str, tag: str) -> str:
+    """A repository with the package as its first commit: `copier update` merges into a git-tracked package."""
+    _git(staging, "init", "--quiet")
+    _git(staging, "add", "--all")
+    done = _git(staging, "commit", "--quiet", "-m", f"{name}: a model package from modelbot's template {tag}",
+                check=False)
+    # No git identity configured: the files stay staged for the data scientist's own first commit.
+    return "initialised" if done.returncode == 0 else "staged"
+
+
+def _move_into_place(staging: Path, directory: Path) -> bool:
+    """Returns True when DIR was created (so it may be removed again if the models file cannot be written)."""
+    if not directory.exists():
+        os.rename(staging, directory)
+        return True
+    if not any(directory.iterdir()):
+        directory.rmdir()
+        os.rename(staging, directory)
+        return True
+    for entry in staging.iterdir():  # --force over existing files
+        target = directory / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target, dirs_exist_ok=True)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.copy2(entry, target)
+    shutil.rmtree(staging)
+    return False
+
+
+# ---- the shared models file ----------------------------------------------------------------------------------------
+
+@dataclass
+class SharedFile:
+    path: Path
+    text: str
+    registry: Registry
+
+    def existing(self) -> answers.Existing:
+        models = self.registry.models.values()
+        return answers.Existing(
+            path=str(self.path), names=frozenset(self.registry.models),
+            dag_ids={m.dag_id: m.name for m in models if m.dag_id},
+            endpoints={m.endpoint: m.name for m in models if m.endpoint})
+
+    def suggested(self) -> dict[str, str]:
+        """Defaults the file's other models suggest: its region, their artifacts bucket."""
+        found = {"region": self.registry.defaults.region}
+        for model in self.registry.models.values():
+            if model.pipeline is not None:
+                bucket = model.pipeline.artifacts.split("/")[2]
+                found["artifacts"] = f"s3://{bucket}/{{{{ model_name }}}}"
+                break
+        return found
+
+
+def _shared_file(path: Path) -> SharedFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Refused(f"--models-file {path}: no such file (leave --models-file out to write the entry into the "
+                      "package's own models.toml)") from None
+    except OSError as exc:
+        raise Refused(f"--models-file {path} cannot be read: {exc}") from None
+    try:
+        registry = load_registry(path)
+    except RegistryError as exc:
+        raise Refused(f"--models-file {path} does not load today, so nothing is added to it:\n{exc}") from None
+    return SharedFile(path, text, registry)
+
+
+def _combined(shared: SharedFile, entry: str) -> Path:
+    """The shared file with the entry appended, written beside it and checked with modelbot's loader."""
+    text = shared.text.rstrip("\n") + "\n\n" + entry.strip("\n") + "\n"
+    handle, name = tempfile.mkstemp(prefix=f".{shared.path.name}.", suffix=".new", dir=shared.path.parent)
+    candidate = Path(name)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    try:
+        shutil.copymode(shared.path, candidate)
+        load_registry(candidate)
+    except RegistryError as exc:
+        candidate.unlink(missing_ok=True)
+        raise Refused(f"the new entry would break {shared.path}, so nothing was written:\n"
+                      + str(exc).replace(str(candidate), str(shared.path))) from None
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    return candidate
+
+
+def _placeholders(given: dict[str, Any]) -> list[str]:
+    found = []
+    if given.get("channel") == answers.PLACEHOLDER_CHANNEL:
+        found.append(f"channel ({answers.PLACEHOLDER_CHANNEL}): the Slack channel ID of the model's runs")
+    if answers.PLACEHOLDER_ACCOUNT in str(given.get("image", "")):
+        found.append(f"image ({given.get('image')}): your registry's repository for the serving image")
+    if not answers.slack_ids(given.get("owners")):
+        found.append("owners (none): Slack user IDs who may retrain, promote and roll back")
+    return found
+
+
+# ---- modelbot new -----------------------------------------------------------------------------------------------
+
+def _copier_failure(exc: BaseException) -> ScaffoldError:
+    if isinstance(exc, KeyboardInterrupt):
+        return Refused("stopped; nothing was written")
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (ValueError, TypeError)) or "Validation error" in text or "Invalid choice" in text:
+        return Refused(f"{text}; nothing was written")
+    return ScaffoldError(f"Copier could not render the template: {text}; nothing was written")
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def src_path_for(repo: Path) -> str:
+    """The template repository as recorded in `_src_path`: under the home folder as ~/..., so the package
+    updates from another account or machine with the same layout."""
+    try:
+        return "~/" + repo.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return repo.as_posix()
+
+
+def new_package(name: str, directory: str | Path, data: dict[str, str] | None = None, *, defaults: bool = False,
+                models_file: str | Path | None = None, force: bool = False) -> Made:
+    directory = Path(directory).expanduser().absolute()
+    data = dict(data or {})
+    if "model_name" in data and data["model_name"] != name:
+        raise Refused(f"--data model_name={data['model_name']} differs from NAME {name!r}; give the name once")
+    problem = answers.model_name(name, {})
+    if problem:
+        raise Refused(f"{problem}; nothing was written")
+    _check_destination(directory, force)
+    shared = _shared_file(Path(models_file).expanduser().absolute()) if models_file else None
+    user_defaults = {}
+    existing = answers.Existing()
+    if shared is not None:
+        existing = shared.existing()
+        if name in existing.names:
+            raise Refused(f"{shared.path} already has a model {name!r}; pick another name")
+        user_defaults = shared.suggested()
+        data["models_file"] = os.path.relpath(shared.path, directory)
+    try:
+        published = template_repo.publish()
+    except TemplateRepoError as exc:
+        raise ScaffoldError(f"{exc}; nothing was written") from None
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.modelbot-new.", dir=directory.parent))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the package's
+    token = answers.EXISTING.set(existing)
+    candidate: Path | None = None
+    try:
+        try:
+            copier.run_copy(
+                src_path_for(published.path), staging, data={**data, "model_name": name},
+                user_defaults=_rendered_defaults(user_defaults, name), defaults=defaults, unsafe=True,
+                vcs_ref=published.tag, quiet=True, overwrite=True, cleanup_on_error=False)
+        except (CopierError, ValueError, TypeError, KeyboardInterrupt, ProcessExecutionError) as exc:
+            raise _copier_failure(exc) from None
+        # The answers that count are the ones recorded for `copier update`.
+        given = {k: v for k, v in read_answers(staging).items() if not k.startswith("_")}
+        entry_path = staging / ENTRY_FILE
+        entry = entry_path.read_text(encoding="utf-8")
+        if shared is not None:
+            placeholders = [p for p in _placeholders(given) if not p.startswith("owners")]
+            if placeholders:
+                raise Refused(f"{shared.path} is the models file modelbot acts on: give real values for "
+                              + "; ".join(placeholders) + " (--data KEY=VALUE); nothing was written")
+            candidate = _combined(shared, entry)
+            # The package keeps no copy: the shared file is the one place the entry lives (`copier update`
+            # leaves a file the package deleted deleted).
+            entry_path.unlink()
+        else:
+            try:
+                load_registry(entry_path)
+            except RegistryError as exc:
+                raise Refused(f"the models-file entry does not load:\n{exc}\nnothing was written") from None
+        git = "inside" if _enclosing_repository(directory) else _initialise_git(staging, name, published.tag)
+        created = _move_into_place(staging, directory)
+        if candidate is not None:
+            try:
+                if shared.path.read_text(encoding="utf-8") != shared.text:
+                    raise Refused(f"{shared.path} changed while the package was made; run modelbot new again")
+                os.replace(candidate, shared.path)
+                candidate = None
+            except BaseException:
+                if created:
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise
+    finally:
+        answers.EXISTING.reset(token)
+        if candidate is not None:
+            candidate.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return Made(name=name, directory=directory, tag=published.tag, template=published.path, answers=given,
+                instance=sizing.choose(given["serving_vcpu"], given["serving_memory_gib"], given["region"]),
+                models_file=shared.path if shared else None, git=git, placeholders=_placeholders(given))
+
+
+def _rendered_defaults(suggested: dict[str, str], name: str) -> dict[str, str]:
+    return {k: v.replace("{{ model_name }}", name) for k, v in suggested.items()}
+
+
+# ---- modelbot update ----------------------------------------------------------------------------------------------
+
+def read_answers(directory: Path) -> dict[str, Any]:
+    path = directory / ANSWERS_FILE
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Refused(f"{directory} has no {ANSWERS_FILE}: it was not made by `modelbot new`") from None
+    except yaml.YAMLError as exc:
+        raise Refused(f"{path} is not valid YAML: {exc}") from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _conflicts(directory: Path) -> list[str]:
+    found = []
+    for path in sorted(directory.rglob("*")):
+        if ".git" in path.parts or not path.is_file():
+            continue
+        if path.suffix == ".rej":
+            found.append(str(path.relative_to(directory)))
+            continue
+        try:
+            if "<<<<<<< before updating" in path.read_text(encoding="utf-8", errors="ignore"):
+                found.append(str(path.relative_to(directory)))
+        except OSError:
+            continue
+    return found
+
+
+def update_package(directory: str | Path, data: dict[str, str] | None = None) -> Updated:
+    """Publish the template this modelbot carries, then `copier update` the package to it."""
+    directory = Path(directory).expanduser().absolute()
+    before = read_answers(directory)
+    old = str(before.get("_commit", "?"))
+    try:
+        published = template_repo.publish()
+    except TemplateRepoError as exc:
+        raise ScaffoldError(f"{exc}; the package was not changed") from None
+    if old == published.tag and not data:
+        return Updated(directory, old, published.tag, [], [])
+    try:
+        copier.run_update(directory, data=dict(data or {}), vcs_ref=published.tag, unsafe=True, overwrite=True,
+                          skip_answered=True, defaults=not sys.stdin.isatty(), quiet=True)
+    except UserMessageError as exc:
+        raise Refused(f"{directory}: {exc}; the package was not changed") from None
+    except ProcessExecutionError as exc:
+        src = before.get("_src_path", "?")
+        raise ScaffoldError(
+            f"the template version {old} this package was made from could not be read from {src} "
+            f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else 'git failed'}). Copier needs it to "
+            "merge: run the update where that template repository is (docs/new-model.md, 'Updating')") from None
+    except (CopierError, ValueError, KeyboardInterrupt) as exc:
+        raise _copier_failure(exc) from None
+    status = _git(directory, "status", "--porcelain", "--", ".", check=False).stdout.splitlines()
+    changed = sorted(line[3:] for line in status if line.strip())
+    return Updated(directory, old, published.tag, changed, _conflicts(directory))
