@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("bot.paging", 2, "paging"),
     ("bot.pipelines", 2, "pipelines"),
     ("bot.rollouts", 3, "rollouts"),
+    ("bot.scaffold", 3, "scaffold"),
     ("bot.runs", 4, "runs"),
     ("bot.status", 5, "status"),
     ("bot.services", 6, "services"),
