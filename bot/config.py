@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.redaction import split_credentials
+
+# Slack's largest requests are interaction payloads carrying a whole message or view: 50 (a view: 100) blocks of
+# up to 3,000 characters, which JSON escaping and form encoding can triple or more. 4 MiB leaves room for the
+# worst of those; 16 request threads then hold at most 64 MiB of bodies.
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -43,6 +50,12 @@ class Settings(BaseSettings):
     MODELBOT_LISTENER_THREADS: int = Field(default=4, ge=1)
     MODELBOT_LISTENER_QUEUE: int = Field(default=32, ge=0)
     AIRFLOW_UI_URL: str | None = None
+    # A request body larger than this is refused with 413 before it is read (Bolt reads a body whole, before it
+    # checks the signature).
+    MODELBOT_MAX_BODY_BYTES: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    # Handled Slack deliveries, delivered outbox rows and finished rollouts' evidence are kept this long (jobs/
+    # retention.py); 0 keeps them for ever.
+    MODELBOT_RETENTION_DAYS: float = Field(default=90, ge=0)
 
     @field_validator("SLACK_API_URL")
     @classmethod
@@ -64,6 +77,27 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, v):
         return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _airflow_credentials_out_of_the_url(self) -> "Settings":
+        """`user:password@` in AIRFLOW_URL is the Airflow login (unless AIRFLOW_TOKEN or AIRFLOW_USERNAME says
+        otherwise); the URL is kept without it, so no message, link or log line can show it."""
+        if self.AIRFLOW_UI_URL:
+            self.AIRFLOW_UI_URL = split_credentials(self.AIRFLOW_UI_URL).url
+        if not self.AIRFLOW_URL:
+            return self
+        split = split_credentials(self.AIRFLOW_URL)
+        if not split.had_credentials:
+            return self
+        self.AIRFLOW_URL = split.url
+        if self.AIRFLOW_USERNAME and split.username and self.AIRFLOW_USERNAME != split.username:
+            raise ValueError(f"AIRFLOW_URL logs in as `{split.username}` but AIRFLOW_USERNAME says "
+                             f"`{self.AIRFLOW_USERNAME}`: keep one of them")
+        if not self.AIRFLOW_TOKEN and not self.AIRFLOW_USERNAME and split.username:
+            self.AIRFLOW_USERNAME = split.username
+            if not self.AIRFLOW_PASSWORD and split.password is not None:
+                self.AIRFLOW_PASSWORD = SecretStr(split.password)
+        return self
 
     @property
     def socket_mode(self) -> bool:

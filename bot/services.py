@@ -9,7 +9,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from slack_sdk import WebClient
 
@@ -21,6 +20,7 @@ from bot.integrations.model_registry import ModelRegistry
 from bot.integrations.price_list import PriceList
 from bot.integrations.s3 import S3
 from bot.integrations.sagemaker import SageMaker
+from bot.redaction import redact_url
 from bot.registry import Registry, load_registry
 from bot.slack.client import make_web_client
 from bot.store import Store
@@ -57,23 +57,6 @@ class BoundedPool:
 
         self._executor.submit(run)
         return True
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL without any user:password@ or query string in it (for /healthz and logs)."""
-    if not url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparsable URL)"
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    if parts.username is not None or parts.password is not None:
-        host = "***@" + host
-    # A query string may carry a token too: it is left out.
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import io
 import json
+import logging
 import sys
 import time
 
@@ -15,6 +17,8 @@ from bot import metrics
 from bot.paging import service as pager
 from bot.services import Services
 
+log = logging.getLogger(__name__)
+
 KNOWN_PATHS = {"/slack/events", "/healthz", "/metrics"}
 
 
@@ -25,6 +29,7 @@ class WebApp:
         # In Socket Mode Slack talks over the socket: the HTTP port serves only /healthz and /metrics, so a
         # forged request from anyone who can reach the port acts on nothing.
         self.serves_slack = not services.settings.socket_mode
+        self.max_body = services.settings.MODELBOT_MAX_BODY_BYTES
 
     def health(self) -> tuple[str, dict]:
         report: dict = {"integrations": self.services.integrations()}
@@ -65,12 +70,18 @@ class WebApp:
             return start_response(status, headers, exc_info)
 
         try:
+            refusal = self._declared_length_refusal(environ)
+            if refusal:
+                return self._plain(recording_start_response, *refusal)
             if path == "/slack/events":
                 if not self.serves_slack:
                     return self._plain(recording_start_response, "401 Unauthorized",
                                        "Socket Mode: Slack's requests are taken over the socket only\n")
                 if method != "POST":
                     return self._plain(recording_start_response, "405 Method Not Allowed", "POST only\n")
+                refusal = self._read_chunked_body(environ)
+                if refusal:
+                    return self._plain(recording_start_response, *refusal)
                 return self.slack(environ, recording_start_response)
             if path == "/healthz" and method == "GET":
                 status, report = self.health()
@@ -85,6 +96,37 @@ class WebApp:
         finally:
             metrics.HTTP_LATENCY.labels(label).observe(time.perf_counter() - started)
             metrics.HTTP_REQUESTS.labels(label, status_holder[0] if status_holder else "500").inc()
+
+    def _too_large(self, environ, size: str) -> tuple[str, str]:
+        log.warning("refused a request body of %s to %s from %s: MODELBOT_MAX_BODY_BYTES is %d", size,
+                    environ.get("PATH_INFO", ""), environ.get("REMOTE_ADDR", "?"), self.max_body)
+        return ("413 Content Too Large",
+                f"request body of {size} is larger than this server takes (MODELBOT_MAX_BODY_BYTES={self.max_body}); "
+                "it was not read\n")
+
+    def _declared_length_refusal(self, environ) -> tuple[str, str] | None:
+        """A Content-Length above the limit is refused before a byte of the body is read: Bolt would read it all
+        into memory before checking who sent it."""
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if not declared:
+            return None
+        if not declared.isdigit():
+            return "400 Bad Request", "Content-Length is not a number of bytes\n"
+        if int(declared) > self.max_body:
+            return self._too_large(environ, f"{int(declared)} bytes")
+        return None
+
+    def _read_chunked_body(self, environ) -> tuple[str, str] | None:
+        """A body without Content-Length (chunked) is read up to one byte past the limit, never further: past it,
+        413; within it, Bolt gets the body with its length (it reads Content-Length bytes)."""
+        if environ.get("CONTENT_LENGTH") or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return None
+        body = environ["wsgi.input"].read(self.max_body + 1)
+        if len(body) > self.max_body:
+            return self._too_large(environ, f"more than {self.max_body} bytes (chunked)")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return None
 
     @staticmethod
     def _plain(start_response, status: str, text: str):

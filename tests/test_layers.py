@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("charts", 0, "charts"),
     ("bot.errors", 0, "foundation"),
     ("bot.config", 0, "foundation"),
+    ("bot.redaction", 0, "foundation"),
     ("bot.registry", 0, "foundation"),
     ("bot.chart_loading", 0, "foundation"),
     ("bot.store", 0, "foundation"),

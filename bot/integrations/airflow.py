@@ -31,6 +31,7 @@ from airflow_client.client.models import DAGPatchBody, TriggerDAGRunPostBody
 from pydantic import ValidationError
 
 from bot.errors import ExternalError
+from bot.redaction import split_credentials, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,12 @@ class AirflowAdapter:
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         read_timeout: float = READ_TIMEOUT_SECONDS,
     ):
-        self.url = url.rstrip("/")
-        self.ui_url = (ui_url or url).rstrip("/")
+        # user:password@ in the URL is the login (unless one is given); kept out of every text and link.
+        split = split_credentials(url)
+        if split.had_credentials and not token and not username:
+            username, password = split.username, split.password
+        self.url = split.url.rstrip("/")
+        self.ui_url = without_credentials(ui_url or split.url).rstrip("/")
         self.timeout = (float(connect_timeout), float(read_timeout))  # the client insists on floats
         self._fixed_token = token
         self._username = username
@@ -211,7 +216,8 @@ class AirflowAdapter:
         if resp.status in (401, 403):
             raise AirflowAuthError(
                 f"Airflow at {self.url} rejected the login of AIRFLOW_USERNAME `{self._username}` "
-                f"(HTTP {resp.status}: check AIRFLOW_USERNAME/AIRFLOW_PASSWORD); {not_done}."
+                f"(HTTP {resp.status}: check AIRFLOW_USERNAME/AIRFLOW_PASSWORD, or the user:password in "
+                f"AIRFLOW_URL); {not_done}."
             )
         if resp.status == 404:
             raise AirflowAuthError(
