@@ -26,13 +26,10 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 
-from sqlalchemy import update
-
 from bot import metrics
 from bot.config import ConfigError, load_settings
 from bot.registry import RegistryError
-from bot.store.base import utcnow
-from bot.store.foundation import JobLease, acquire_lease, release_lease
+from bot.store.foundation import acquire_lease, release_lease, renew_lease
 from jobs import CONTROLLER, DEFAULT_MAX_PASS_SECONDS, MAX_PASS_SECONDS, MODULES
 
 log = logging.getLogger("modelbot.jobs")
@@ -104,9 +101,8 @@ class Leases:
         for name in names:
             try:
                 with self.store.session() as s:
-                    # Only a lease still ours: never re-take one that was just released.
-                    s.execute(update(JobLease).where(JobLease.name == name, JobLease.holder == self.holder)
-                              .values(expires_at=utcnow() + timedelta(seconds=self.ttl)))
+                    # Only a lease still ours: never re-take one that was just released. On the database's clock.
+                    renew_lease(s, name, self.holder, timedelta(seconds=self.ttl))
             except Exception:  # the next renewal tries again; the lease is only lost if all of them fail
                 log.exception("renewing the lease of job %s failed", name)
 

@@ -1,10 +1,15 @@
-"""Foundation tables: audit log, processed Slack deliveries, thread mapping, job leases."""
+"""Foundation tables: audit log, processed Slack deliveries, thread mapping, job leases; and the one clock.
+
+Every process that takes a lease or a claim, or starts a rollout's step, reads the time from the database
+(`database_now`), not from its own clock: two workers and the web process whose clocks disagree by minutes
+still agree on when a lease lapses, a claim goes stale or a step began.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, or_, update
+from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, or_, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -73,12 +78,21 @@ def insert_ignore(session: Session, table, values: dict, index_elements: list[st
     return session.execute(stmt).first() is not None
 
 
+def database_now(session: Session) -> datetime:
+    """The database server's current time (UTC, aware). PostgreSQL: clock_timestamp(), the time of the call
+    rather than of the transaction's start; SQLite: its `now`, from the operating system's clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.execute(text("SELECT clock_timestamp()")).scalar_one().astimezone(timezone.utc)
+    raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    return datetime.fromisoformat(raw).replace(tzinfo=timezone.utc)
+
+
 def claim_delivery(session: Session, key: str) -> bool:
     return insert_ignore(session, SlackDelivery.__table__, {"key": key, "received_at": utcnow()}, ["key"])
 
 
 def acquire_lease(session: Session, name: str, holder: str, ttl: timedelta) -> bool:
-    now = utcnow()
+    now = database_now(session)
     insert_ignore(session, JobLease.__table__, {"name": name, "holder": None, "expires_at": None}, ["name"])
     result = session.execute(
         update(JobLease)
@@ -87,6 +101,13 @@ def acquire_lease(session: Session, name: str, holder: str, ttl: timedelta) -> b
         .values(holder=holder, expires_at=now + ttl)
     )
     return result.rowcount == 1
+
+
+def renew_lease(session: Session, name: str, holder: str, ttl: timedelta) -> bool:
+    """Extends a lease this holder still has (never re-takes one that was released or taken over)."""
+    expires = database_now(session) + ttl
+    return session.execute(update(JobLease).where(JobLease.name == name, JobLease.holder == holder)
+                           .values(expires_at=expires)).rowcount == 1
 
 
 def release_lease(session: Session, name: str, holder: str) -> None:
