@@ -65,7 +65,8 @@ class OutboxMessage(Base):
     """A queued Slack delivery: a post, an edit, or capability work (chart, page) named by `kind`."""
 
     __tablename__ = "slack_outbox"
-    __table_args__ = (Index("ix_slack_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_slack_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+                      Index("ix_slack_outbox_created_at", "created_at"))  # 0012_retention: pruned by age
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(255), unique=True)
