@@ -72,7 +72,7 @@ try:
     )
     from modelbot_sagemaker import (  # noqa: F401
         CONFIG_KEEP, DEFAULT_INSTANCE_TYPE, FIRST_VARIANT, MemoryArtifacts, Production, S3Artifacts, aws_client, capture_config,
-        connection_overrides, describe_endpoint, ensure_config, ensure_model, newest_approved, next_variant,
+        connection_overrides, describe_endpoint, ensure_config, ensure_model, inside, newest_approved, next_variant,
         production_loader, refuse_split, register_package, sagemaker_call, split_s3, store_schemas,
         variant_history, wait_in_service,
     )

@@ -290,8 +290,10 @@ class _Comparer:
         self._types(old, new, field)
         self._values(old, new, field)
         self._bounds(old, new, field)
-        self._objects(old, new, field, depth)
-        self._arrays(old, new, field, depth)
+        if _may_be(old, "object"):
+            self._objects(old, new, field, depth)
+        if _may_be(old, "array"):
+            self._arrays(old, new, field, depth)
         for key in sorted((set(old) | set(new)) - _UNDERSTOOD - _ANNOTATIONS):
             if old.get(key) != new.get(key):
                 self.breaking.append(Change(field, f"`{key}` changed; modelbot cannot tell whether that refuses "
@@ -359,13 +361,15 @@ class _Comparer:
                 return "none"
             return f"{'>' if low else '<'}{'' if bound[1] else '='} {bound[0]:g}"
 
-        lo_old, lo_new = lower(old), lower(new)
+        if not _may_be(old, "number"):
+            lo_old = lo_new = hi_old = hi_new = None
+        else:
+            lo_old, lo_new, hi_old, hi_new = lower(old), lower(new), upper(old), upper(new)
         if lo_new is not None and (lo_old is None or lo_new > lo_old):
             self.breaking.append(Change(field, f"lower bound tightened: {words(lo_old, True)} -> {words(lo_new, True)}"))
         elif lo_old is not None and (lo_new is None or lo_new < lo_old):
             self.compatible.append(Change(field, f"lower bound relaxed: {words(lo_old, True)} -> "
                                                  f"{words(lo_new, True)}"))
-        hi_old, hi_new = upper(old), upper(new)
         if hi_new is not None and (hi_old is None or (hi_new[0], not hi_new[1]) < (hi_old[0], not hi_old[1])):
             self.breaking.append(Change(field, f"upper bound tightened: {words(hi_old, False)} -> "
                                                f"{words(hi_new, False)}"))
@@ -374,6 +378,8 @@ class _Comparer:
                                                  f"{words(hi_new, False)}"))
         for key, tighter in (("minLength", 1), ("minItems", 1), ("minProperties", 1),
                              ("maxLength", -1), ("maxItems", -1), ("maxProperties", -1)):
+            if not _may_be(old, _APPLIES[key]):
+                continue
             a, b = old.get(key), new.get(key)
             if not _number(b) and not _number(a):
                 continue
@@ -382,12 +388,13 @@ class _Comparer:
             elif a != b:
                 self.compatible.append(Change(field, f"{key} relaxed: {a} -> {b if _number(b) else 'none'}"))
         a, b = old.get("multipleOf"), new.get("multipleOf")
-        if _number(b) and (not _number(a) or not _divides(b, a)):
+        if _may_be(old, "number") and _number(b) and (not _number(a) or not _divides(b, a)):
             self.breaking.append(Change(field, f"multipleOf tightened: {a if _number(a) else 'none'} -> {b}"))
-        if new.get("pattern") is not None and new.get("pattern") != old.get("pattern"):
+        if (_may_be(old, "string") and new.get("pattern") is not None
+                and new.get("pattern") != old.get("pattern")):
             self.breaking.append(Change(field, f"pattern changed: {json.dumps(old.get('pattern'))} -> "
                                                f"{json.dumps(new['pattern'])}"))
-        if new.get("uniqueItems") is True and old.get("uniqueItems") is not True:
+        if _may_be(old, "array") and new.get("uniqueItems") is True and old.get("uniqueItems") is not True:
             self.breaking.append(Change(field, "items must now be unique"))
 
     def _objects(self, old: dict, new: dict, field: str, depth: int) -> None:
@@ -440,6 +447,19 @@ class _Comparer:
             a = old_prefix[i] if i < len(old_prefix) else old.get("items", True)
             b = new_prefix[i] if i < len(new_prefix) else new.get("items", True)
             self.compare(a, b, f"{field}[{i}]", depth + 1)
+
+
+_APPLIES = {"minLength": "string", "maxLength": "string", "minItems": "array", "maxItems": "array",
+            "minProperties": "object", "maxProperties": "object"}
+
+
+def _may_be(schema: dict, kind: str) -> bool:
+    """Whether instances of `kind` (JSON's types; "number" includes integers) can pass the schema's type."""
+    t = schema.get("type")
+    if t is None:
+        return True
+    kinds = {t} if isinstance(t, str) else set(t)
+    return kind in kinds or (kind == "number" and "integer" in kinds)
 
 
 def _number(value: Any) -> bool:

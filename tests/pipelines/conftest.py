@@ -132,3 +132,22 @@ def register_production(steps, model: dict, *, group: str = "churn", key: str = 
 def weights(endpoint: str = "churn-prod") -> dict[str, float]:
     desc = boto3.client("sagemaker", region_name=REGION).describe_endpoint(EndpointName=endpoint)
     return {v["VariantName"]: v.get("CurrentWeight", 0.0) for v in desc["ProductionVariants"]}
+
+
+def run_pipeline(steps, p, run_id: str, conf: dict | None = None):
+    """preprocess -> train -> evaluate as the DAG's tasks run them; returns (data, trained, evaluation)."""
+    conf = conf or {}
+    s3 = steps.S3Artifacts(steps.aws_client("s3", REGION))
+    sm = steps.aws_client("sagemaker", REGION)
+    data = steps.step_preprocess(p, conf, run_id, s3)
+    trained = steps.step_train(p, conf, run_id, data, s3)
+    evaluation = steps.step_evaluate(p, run_id, data, trained, s3,
+                                     steps.production_loader(sm, s3, p.group, p.artifacts), conf)
+    return data, trained, evaluation
+
+
+def config_of(endpoint: str = "churn-prod") -> dict:
+    """The endpoint's current endpoint config, as DescribeEndpointConfig answers."""
+    sm = boto3.client("sagemaker", region_name=REGION)
+    return sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName=endpoint)[
+        "EndpointConfigName"])

@@ -95,11 +95,13 @@ def test_check_of_a_broken_module_names_the_function_and_what_was_wrong(tmp_path
                            "column 'churned' (columns: tenure_z, complaints_z); the models file names it in "
                            "pipeline.label")
 
-    modules("churn_model", "def preprocess(conf):\n    return {}\n")
+    modules("churn_model", "def preprocess(conf):\n    return {}\n", schemas=False)
     code, _, err = check(monkeypatch, write(tmp_path, PIPELINE_TOML), "churn")
     assert code == 1
     assert "churn_model.train is missing: define train(frame, conf) -> model" in err
     assert "churn_model.predict is missing: define predict(model, features) -> sequence of numbers" in err
+    assert "churn_model.REQUEST_SCHEMA is missing: declare the JSON Schema (draft 2020-12) of one request" in err
+    assert "churn_model.RESPONSE_SCHEMA is missing: declare the JSON Schema of one prediction" in err
 
 
 def test_check_of_an_unknown_model_or_one_without_a_pipeline(tmp_path, monkeypatch):
@@ -108,3 +110,93 @@ def test_check_of_an_unknown_model_or_one_without_a_pipeline(tmp_path, monkeypat
     assert code == 2 and "no model 'chrun'" in err and "did you mean churn" in err
     code, _, err = check(monkeypatch, models, "plain")
     assert code == 1 and "model 'plain' has no [models.plain.pipeline] section" in err
+
+
+# ---------------------------------------------------------------- the DAG file's loader agrees with modelbot's (issue 21, item 9)
+
+SECOND = """
+[models.{name}]
+dag_id = "{dag_id}"
+endpoint = "{endpoint}"
+channel = "C0SECOND"
+metric = "auc"
+[models.{name}.pipeline]
+module = "churn_model"
+label = "churned"
+image = "img"
+artifacts = "s3://ml-artifacts/{name}"
+"""
+
+FILES = {
+    "fine": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="upsell_pipeline", endpoint="upsell-prod"),
+    "capture settings": PIPELINE_TOML.replace('[models.churn.pipeline]', '[models.churn.pipeline]\ncapture_percent = 20\n'
+                                                                         'capture_uri = "s3://ml-capture/churn"'),
+    "shared endpoint": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="upsell_pipeline", endpoint="churn-prod"),
+    "shared dag_id": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="churn_pipeline", endpoint="upsell-prod"),
+    "dag_id with a space": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="upsell pipeline",
+                                                         endpoint="upsell-prod"),
+    "dag_id of 251 characters": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="d" * 251,
+                                                              endpoint="upsell-prod"),
+    "dag_id with a slash": PIPELINE_TOML + SECOND.format(name="upsell", dag_id="team/upsell", endpoint="upsell-prod"),
+    "a shared endpoint with a model without a pipeline": PIPELINE_TOML + '\n[models.plain]\nchannel = "C1"\n'
+                                                                         'endpoint = "churn-prod"\n',
+    "capture_percent over 100": PIPELINE_TOML.replace('[models.churn.pipeline]',
+                                                      '[models.churn.pipeline]\ncapture_percent = 150'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILES))
+def test_the_dag_file_and_modelbot_refuse_the_same_models_files(tmp_path, steps, case):
+    path = write(tmp_path, FILES[case])
+    try:
+        load_registry(path)
+        modelbot_refuses = False
+    except RegistryError:
+        modelbot_refuses = True
+    try:
+        steps.load_pipelines(path)
+        dag_refuses = False
+    except steps.PipelineConfigError:
+        dag_refuses = True
+    assert dag_refuses == modelbot_refuses, case
+    assert dag_refuses == (case not in ("fine", "capture settings")), case
+
+
+def test_the_dag_file_validates_dag_ids_as_airflow_and_modelbot_do(steps):
+    from bot.registry import DAG_ID
+
+    assert steps.DAG_ID.pattern == DAG_ID.pattern == r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("shared endpoint", "models 'churn' and 'upsell', field 'endpoint': both name 'churn-prod'; two models may not "
+                        "share an endpoint"),
+    ("shared dag_id", "models 'churn' and 'upsell', field 'dag_id': both name 'churn_pipeline'; two models may not "
+                      "share a dag_id"),
+    ("dag_id with a space", "model 'upsell', field 'dag_id': 'upsell pipeline' is not a valid Airflow dag_id: at "
+                            "most 250 letters, digits, '_', '-' and '.'"),
+])
+def test_one_bad_entry_refuses_itself_and_names_both_models_the_rest_still_build(tmp_path, steps, case, message):
+    path = write(tmp_path, FILES[case])
+    pipelines, refused = steps.read_models_file(path)
+    problems = [p for r in refused for p in r.problems]
+    assert f"{path}: {message}" in problems
+    if case == "dag_id with a space":  # churn still builds; upsell cannot be named in Airflow: no stand-in
+        assert [p.model for p in pipelines] == ["churn"]
+        assert [(r.models, r.dag_id) for r in refused] == [(("upsell",), None)]
+    elif case == "shared endpoint":  # both refused; each dag_id gets a stand-in DAG that fails saying why
+        assert pipelines == []
+        assert sorted((r.models, r.dag_id) for r in refused) == [(("churn",), "churn_pipeline"),
+                                                                 (("upsell",), "upsell_pipeline")]
+    else:  # one dag_id, one stand-in naming both
+        assert pipelines == []
+        assert [(r.models, r.dag_id) for r in refused] == [(("churn", "upsell"), "churn_pipeline")]
+
+
+def test_capture_settings_reach_the_pipeline(tmp_path, steps):
+    [p] = steps.load_pipelines(write(tmp_path, FILES["capture settings"]))
+    assert (p.capture_percent, p.capture_destination, p.capture_set) == (
+        20, "s3://ml-capture/churn", frozenset({"capture_percent", "capture_uri"}))
+    [p] = steps.load_pipelines(write(tmp_path, PIPELINE_TOML))
+    assert (p.capture_percent, p.capture_destination, p.capture_set) == (
+        100, "s3://ml-artifacts/churn/capture", frozenset())

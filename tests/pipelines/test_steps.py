@@ -13,19 +13,7 @@ import pytest
 
 from tests.endpoints import create_endpoint
 from tests.pipelines.conftest import BUCKET, IMAGE, REGION, ROLE, first_feature_model, pipeline, \
-    register_production, weights
-
-
-def run_pipeline(steps, p, run_id: str, conf: dict | None = None):
-    """preprocess -> train -> evaluate as the DAG's tasks run them; returns (data, trained, evaluation)."""
-    conf = conf or {}
-    s3 = steps.S3Artifacts(steps.aws_client("s3", REGION))
-    sm = steps.aws_client("sagemaker", REGION)
-    data = steps.step_preprocess(p, conf, run_id, s3)
-    trained = steps.step_train(p, conf, run_id, data, s3)
-    evaluation = steps.step_evaluate(p, run_id, data, trained, s3,
-                                     steps.production_loader(sm, s3, p.group, p.artifacts), conf)
-    return data, trained, evaluation
+    register_production, run_pipeline, weights
 
 
 def s3_keys(prefix: str) -> list[str]:
