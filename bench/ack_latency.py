@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,16 @@ def start_process(args: list[str], log: Path, ready) -> subprocess.Popen:
     return proc
 
 
+def stop_all(children: list[subprocess.Popen]) -> None:
+    """Ends each child's process group (each runs in a session of its own); one already gone is passed over."""
+    for proc in children:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+
+
 def reachable(url: str) -> bool:
     try:
         requests.get(url, timeout=1)
@@ -110,8 +121,6 @@ def main() -> int:
     warm_up = 50
     if args.quick:
         args.requests, args.concurrency, args.rounds, warm_up = 24, 4, 1, 4
-
-    import signal
 
     # moto and the Slack emulator get processes of their own: in this process they would compete with the
     # clients' timing for the GIL and inflate what we measure.
@@ -171,12 +180,7 @@ def main() -> int:
             pool.terminate()
         if app is not None:
             app.stop()
-        for proc in helpers:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except ProcessLookupError:  # it had already exited
-                pass
+        stop_all(helpers)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"time to ack, {args.requests} signed requests per command at {args.concurrency} concurrent clients "

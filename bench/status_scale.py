@@ -35,7 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ack_latency import _client, percentile  # noqa: E402
+from bench.ack_latency import _client, percentile, stop_all  # noqa: E402
 from tests.harness import AppProcess, app_env, free_port, run_jobs_once, wait_until  # noqa: E402
 from tests.status.conftest import registry_toml  # noqa: E402
 
@@ -202,12 +202,7 @@ def main() -> int:
             pool.terminate()
         if app is not None:
             app.stop()
-        for proc in children:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except ProcessLookupError:  # it had already exited
-                pass
+        stop_all(children)
         if proxy_proc is not None:
             proxy_proc.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
