@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # (python-dotenv): `export ` before the name, quotes around the value, and the last assignment wins.
 HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n "s/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*[\"']\{0,1\}\([^[:space:]\#\"']*\).*/\2/p" .env | tail -1))
 
-.PHONY: run sandbox worker test bench install clean chromium chaos
+.PHONY: run sandbox worker test bench install clean chromium chaos serving-image-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ test: $(TEST_STAMP) chromium
 # (TEST_DATABASE_URL) required. It watches 130 s more at the end for the page resend window.
 chaos: $(TEST_STAMP)
 	MODELBOT_CHAOS_ITERATIONS=50 MODELBOT_CHAOS_SETTLE_SECONDS=130 $(PY) -m pytest -s -p no:cacheprovider tests/faults/test_chaos.py $(PYTEST_ARGS)
+
+# modelbot-serve's real image: serving/Dockerfile built (offline, from a wheel of this checkout) and run, and the
+# serving extra installed into a fresh venv. Needs a Docker daemon (skipped, saying so, without one); minutes. The
+# base image is made from Debian's packages (mmdebstrap) unless MODELBOT_IMAGE_BASE names one, e.g. python:3.11-slim.
+serving-image-test: $(TEST_STAMP)
+	MODELBOT_IMAGE_TEST=1 $(PY) -m pytest -rs -p no:cacheprovider tests/serving/test_image.py $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -30,5 +30,5 @@ if __name__ == "__main__":
     port, workers = int(sys.argv[1]), int(sys.argv[2])
     settings = Settings(module="-", model_dir="-", host="127.0.0.1", port=port, workers=workers,
                         threads=int(os.environ.get("MODELBOT_SERVE_THREADS", DEFAULT_THREADS)), timeout=DEFAULT_TIMEOUT_SECONDS,
-                        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, failure_file="-")
+                        max_request_bytes=DEFAULT_MAX_REQUEST_BYTES)
     run(lambda: bare_app, settings, loglevel="warning")

@@ -17,7 +17,7 @@ from serving.app import ServingApp
 from serving.errors import StartupError
 from serving.loading import import_model_module, load_served_model
 from serving.server import run, watch_predict
-from serving.settings import Settings
+from serving.settings import Settings, failure_file
 
 log = logging.getLogger("modelbot.serve")
 
@@ -45,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [%(process)d] %(message)s")
-    failure_file = "/opt/ml/output/failure"
     try:
         settings = Settings.from_environ(port=args.port, host=args.host)
-        failure_file = settings.failure_file
         if args.check:
             contract = import_model_module(settings.module)
             features = ", ".join(contract.features) if contract.features else "none (JSON requests only)"
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         model = load_served_model(settings.module, settings.model_dir)
     except StartupError as exc:
-        return fail(str(exc), failure_file)
+        return fail(str(exc), failure_file())
     log.info("modelbot-serve: %s loaded from %s; %d workers x %d threads on %s:%d", settings.module, model.source,
              settings.workers, settings.threads, settings.host, settings.port)
     run(lambda: ServingApp(model, max_request_bytes=settings.max_request_bytes), settings,
@@ -65,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fail(line: str, failure_file: str) -> int:
+def fail(line: str, failure_path: str) -> int:
     line = "modelbot-serve: " + " ".join(line.split())  # one line, whatever the message held
     print(line, file=sys.stderr, flush=True)
-    path = Path(failure_file)
+    path = Path(failure_path)
     if path.parent.is_dir():
         try:
             path.write_text(line + "\n")

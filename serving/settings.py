@@ -15,6 +15,13 @@ DEFAULT_TIMEOUT_SECONDS = 60  # SageMaker's own invocation timeout for real-time
 DEFAULT_THREADS = 4
 
 
+def failure_file(environ: Mapping[str, str] | None = None) -> str:
+    """Where the one-line start-up failure goes besides stderr (SageMaker's convention), read before anything
+    else can fail."""
+    env = os.environ if environ is None else environ
+    return env.get("MODELBOT_SERVE_FAILURE_FILE") or "/opt/ml/output/failure"
+
+
 @dataclass(frozen=True)
 class Settings:
     module: str
@@ -25,7 +32,6 @@ class Settings:
     threads: int
     timeout: int
     max_request_bytes: int
-    failure_file: str
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *, port: int | None = None,
@@ -49,7 +55,6 @@ class Settings:
             threads=_int(env, "MODELBOT_SERVE_THREADS", DEFAULT_THREADS, 1, 256),
             timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_SECONDS, 1, 3600),
             max_request_bytes=_int(env, "MODELBOT_SERVE_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1, 2**40),
-            failure_file=env.get("MODELBOT_SERVE_FAILURE_FILE") or "/opt/ml/output/failure",
         )
 
 

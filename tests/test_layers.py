@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bot", "handlers", "jobs", "charts", "sandbox")
+PACKAGES = ("bot", "handlers", "jobs", "charts", "sandbox", "serving")
 
 # Most specific prefix wins. (layer, group): a module may import any lower layer, and its own group.
 LAYERS: list[tuple[str, int, str]] = [
+    # What runs inside a model's container, below everything: it imports nothing of the app (its image has
+    # none of the app's dependencies); the app may use it.
+    ("serving", -1, "serving"),
     ("charts", 0, "charts"),
     ("bot.errors", 0, "foundation"),
     ("bot.config", 0, "foundation"),
@@ -211,7 +214,21 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     assert any("inside a function" in p for p in problems)
 
 
+def test_the_checker_catches_serving_importing_the_app(tmp_path, monkeypatch):
+    """serving/ runs in a model's image without the app's dependencies: importing bot/ there must fail the test."""
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "bot" / "store").mkdir(parents=True)
+    for init in ("serving", "bot", "bot/store"):
+        (tmp_path / init / "__init__.py").write_text("")
+    (tmp_path / "bot" / "store" / "engine.py").write_text("X = 1\n")
+    (tmp_path / "serving" / "app.py").write_text("from bot.store import engine\n")
+    problems = violations({module_name(p): p for p in tmp_path.rglob("*.py")})
+    assert any("serving.app (layer serving) imports bot.store.engine" in p for p in problems), problems
+
+
 @pytest.mark.parametrize("module,expected", [("bot.rollouts.plans", "rollouts"), ("bot.slack.outbox", "slack"),
-                                             ("bot.integrations.airflow", "foundation"), ("jobs.run_watcher", "jobs")])
+                                             ("bot.integrations.airflow", "foundation"), ("jobs.run_watcher", "jobs"),
+                                             ("serving.app", "serving")])
 def test_every_module_has_a_layer(module, expected):
     assert layer_of(module)[1] == expected
