@@ -29,11 +29,13 @@ class ModelPackage(Base):
     # The deploy created the endpoint with this package alone (a first model): it serves without a rollout.
     created_endpoint: Mapped[bool] = mapped_column(Boolean, default=False)
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Set once the rollout of this deploy has ended: Approved | Rejected | Unchanged (an aborted rollout).
+    # What happened to the candidate: Approved (a rollout promoted it) | Rejected (one rolled it back) |
+    # Unchanged (its rollouts were aborted); set when a rollout of the candidate ends, changed when a later one
+    # (or a rollback of the promotion) decides otherwise. rollout_id: the rollout that decided.
     rollout_id: Mapped[int | None] = mapped_column(Integer)
     approval_status: Mapped[str | None] = mapped_column(String(32))
     approval_description: Mapped[str | None] = mapped_column(Text)
-    decided_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]  # when modelbot last looked at the candidate's rollouts and decided
     # When the Model Registry said so too; NULL with a decision: the next pass tries again.
     synced_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -121,13 +121,22 @@ def render_parent(airflow: AirflowAdapter, row: RunRecord, tasks: list[TaskInfo]
 
 # ---------------------------------------------------------------- replies in the thread
 
-def failure_text(airflow: AirflowAdapter, row: RunRecord, t: TaskInfo) -> str:
+REASON_LIMIT = 2500  # a failed task's own reason, quoted in its reply
+
+
+def failure_text(airflow: AirflowAdapter, row: RunRecord, t: TaskInfo, reason: str | None = None) -> str:
+    """A failed try; `reason` is what the task said about itself (the generated pipelines push it)."""
     name = _task_name(t)
     log_link = link(airflow.task_log_url(row.dag_id, row.run_id, t.task_id, t.try_number), f"log of try {t.try_number}")
     if t.state == "up_for_retry":
-        return (f":repeat: Task {code(name)} failed on try {t.try_number} of {t.max_tries + 1}; "
+        text = (f":repeat: Task {code(name)} failed on try {t.try_number} of {t.max_tries + 1}; "
                 f"Airflow will retry it. {log_link}")
-    return f":x: Task {code(name)} failed on try {t.try_number} and will not be retried. {log_link}"
+    else:
+        text = f":x: Task {code(name)} failed on try {t.try_number} and will not be retried. {log_link}"
+    if reason:
+        short = reason if len(reason) <= REASON_LIMIT else reason[:REASON_LIMIT - 1] + "…"
+        text += "\n" + "\n".join(f"> {escape(line)}" for line in short.splitlines() or [short])
+    return text
 
 
 def ended_text(row: RunRecord, tasks: list[TaskInfo]) -> str:
@@ -153,17 +162,66 @@ def evaluation_text(ev: dict, model: Model) -> str:
         better = diff > 0 if direction == "maximize" else diff < 0
         verdict_word = "better" if better else ("the same" if diff == 0 else "worse")
         lines.append(f"Candidate *{cand:.4g}* vs production *{prod:.4g}*: {diff:+.4g}, {verdict_word}.")
+    schema = ev.get("schema") or {}
     if ev["promote"]:
         lines.append(":white_check_mark: Verdict: *promote*. The DAG recommends rolling the candidate out.")
+    elif schema.get("blocked"):
+        lines.append(":no_entry_sign: Verdict: *not deployed*: its request schema would refuse requests production "
+                     "accepts (below).")
     else:
         lines.append(":no_entry_sign: Verdict: *keep production*. The DAG does not recommend the candidate.")
     if ev["promote"] and better is False:
         lines.append(f":warning: The DAG says promote although the candidate is not better on {code(ev['metric'])}.")
     if model.metric and model.metric != ev["metric"]:
         lines.append(f":warning: The models file names {code(model.metric)} as this model's metric.")
+    lines.extend(schema_lines(schema, model.name))
     if ev["diagnostics_uri"]:
         lines.append(f"Diagnostics: {code(ev['diagnostics_uri'])}")
     return "\n".join(lines)
+
+
+SHOWN_CHANGES = 12  # per kind in the thread; the rest are counted (evaluation.json has them all)
+
+
+def _change_lines(changes: list, total: int) -> list[str]:
+    shown = [c for c in changes if isinstance(c, dict)][:SHOWN_CHANGES]
+    out = [f"• {code(str(c.get('field', '?')))}: {escape(str(c.get('change', '')))}" for c in shown]
+    if total > len(shown):
+        out.append(f"• … and {total - len(shown)} more (in the run's evaluation.json)")
+    return out
+
+
+def schema_lines(schema: dict, model_name: str) -> list[str]:
+    """The evaluation's request-schema comparison with production's, field by field (generated pipelines)."""
+    if not schema:
+        return []
+    breaking, compatible = schema.get("breaking") or [], schema.get("compatible") or []
+    n_breaking = int(schema.get("breaking_count") or len(breaking))
+    n_compatible = int(schema.get("compatible_count") or len(compatible))
+    if not schema.get("compared"):
+        return [f"Request schema: not compared with production's: {escape(str(schema['note']))}."] if schema.get(
+            "note") else []
+    if not n_breaking and not n_compatible:
+        return ["Request schema: the same as production's."]
+    lines = []
+    if n_breaking:
+        if schema.get("blocked"):
+            lines.append(f":no_entry: *Request schema*: {n_breaking} change{'s' if n_breaking != 1 else ''} would "
+                         "refuse requests production accepts, so the candidate is not deployed:")
+        else:
+            lines.append(f":warning: *Request schema*: {n_breaking} change{'s' if n_breaking != 1 else ''} refuse "
+                         "requests production accepts; deployed anyway, as the run asked "
+                         "(`allow_breaking_schema=true`). Callers must send what it needs:")
+        lines.extend(_change_lines(breaking, n_breaking))
+    if n_compatible:
+        lines.append(f"Request schema, compatible change{'s' if n_compatible != 1 else ''}:" if n_breaking else
+                     f"Request schema: compatible with production's ({n_compatible} "
+                     f"change{'s' if n_compatible != 1 else ''}):")
+        lines.extend(_change_lines(compatible, n_compatible))
+    if schema.get("blocked"):
+        lines.append(f"Once callers send what it needs, deploy it with `/model retrain {escape(model_name)} "
+                     "allow_breaking_schema=true`.")
+    return lines
 
 
 def evaluation_broken_text(problem: str) -> str:
@@ -199,6 +257,12 @@ def candidate_recorded_text(endpoint: str, stable_variant: str, candidate_varian
 def model_package_line(arn: str) -> str:
     """Appended to the deploy reply when the deploy registered a Model Registry package."""
     return f"\nModel Registry: package {code(arn)}."
+
+
+def model_package_refused_line(problem: str) -> str:
+    """Appended instead when the package is not the model's own: modelbot will never approve or reject it."""
+    return (f"\n:warning: Model Registry: {problem}; modelbot did not record it and will not approve or reject it. "
+            "Check the DAG that deployed it.")
 
 
 def rollout_not_started_text(candidate_variant: str, error: str, model_name: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from bot.integrations.airflow import AirflowAdapter, AirflowError, AirflowNotFound, AirflowUnreachable, RunInfo, TaskInfo
 from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
-from bot.pipelines.packages import record_deploy
+from bot.pipelines.packages import PackageRefused, record_deploy
 from bot.registry import Model
 from bot.rollouts import service as rollouts
 from bot.slack import outbox
@@ -268,7 +268,9 @@ def parse_evaluation(value: Any) -> tuple[dict | None, str | None]:
         problems.append("`diagnostics_uri` is not a string")
     if problems:
         return None, "; ".join(problems)
-    return {"metric": metric, **numbers, "promote": promote, "diagnostics_uri": uri or None}, None
+    # Optional (generated pipelines): the request schema compared with production's; shown, never required.
+    schema = value.get("schema") if isinstance(value.get("schema"), dict) else None
+    return {"metric": metric, **numbers, "promote": promote, "diagnostics_uri": uri or None, "schema": schema}, None
 
 
 def parse_deploy(value: Any) -> tuple[dict | None, str | None]:
@@ -333,6 +335,18 @@ def _return_value(airflow, row: RunRecord, task_id: str) -> Any:
         return None
 
 
+FAILURE_XCOM = "modelbot_failure"  # a failed task's own reason (dags/modelbot_pipelines.py pushes it)
+
+
+def _failure_reason(airflow, row: RunRecord, t: TaskInfo) -> str | None:
+    """What a failed task said about itself (XCom FAILURE_XCOM, pushed by the generated pipelines), if anything."""
+    try:
+        reason = airflow.xcom(row.dag_id, row.run_id, t.task_id, key=FAILURE_XCOM)
+    except AirflowError:  # none pushed (404), or Airflow busy: the log link is still there
+        return None
+    return reason if isinstance(reason, str) and reason.strip() else None
+
+
 def _handle_evaluation(services, airflow, row: RunRecord, model: Model) -> bool:
     ev, problem = parse_evaluation(_return_value(airflow, row, "evaluate"))
     if ev is None:
@@ -379,10 +393,13 @@ def _handle_deploy(services, airflow, row: RunRecord, model: Model, posted: set[
                 )
             text = messages.candidate_recorded_text(dep["endpoint"], dep["stable_variant"], dep["candidate_variant"])
         if dep is not None and dep.get("model_package_arn"):  # recorded before the post: a pass may stop there
-            record_deploy(services.store, model=model.name, dag_id=row.dag_id, run_id=row.run_id,
-                          endpoint=dep["endpoint"], variant=dep["candidate_variant"], arn=dep["model_package_arn"],
-                          created_endpoint=bool(dep.get("created_endpoint")))
-            text += messages.model_package_line(dep["model_package_arn"])
+            try:
+                record_deploy(services.store, model=model.name, dag_id=row.dag_id, run_id=row.run_id,
+                              endpoint=dep["endpoint"], variant=dep["candidate_variant"], arn=dep["model_package_arn"],
+                              created_endpoint=bool(dep.get("created_endpoint")), region=model.region)
+                text += messages.model_package_line(dep["model_package_arn"])
+            except PackageRefused as exc:
+                text += messages.model_package_refused_line(str(exc))
         ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event="deploy", channel=row.channel,
                           thread_ts=row.thread_ts, text=text)
         if ts is None:
@@ -457,7 +474,8 @@ def process_run(services, airflow: AirflowAdapter, info: RunInfo, model: Model, 
             failed.append(t.task_id)
             if event not in posted:
                 ts, _ = post_once(services, dag_id=row.dag_id, run_id=row.run_id, event=event, channel=row.channel,
-                                  thread_ts=row.thread_ts, text=messages.failure_text(airflow, row, t))
+                                  thread_ts=row.thread_ts,
+                                  text=messages.failure_text(airflow, row, t, _failure_reason(airflow, row, t)))
                 complete &= ts is not None
     by_id = {t.task_id: t for t in tasks if t.map_index < 0}
     if getattr(by_id.get("evaluate"), "state", None) == "success":

@@ -124,3 +124,99 @@ def test_a_first_model_is_serving_without_a_rollout(services, pipeline_aws):
     versions = packages.package_versions(services.store, "churn")
     assert versions.serving.version == 1 and versions.rolling_out is None
     assert model_registry_sync.run_once(services) == "nothing to do"  # the deploy approved it itself
+
+
+# ---------------------------------------------------------------- the package follows its candidate (issue 21, item 20)
+
+def slack_rollout(services, state: str, *, candidate: str, forced_by=None, ended_by=None, reason=None) -> int:
+    """A rollout started from Slack (/model promote, --force): no run key, begun after the deploy was recorded."""
+    from datetime import timedelta
+
+    later = utcnow() + timedelta(seconds=5)
+    with services.store.session() as s:
+        r = Rollout(model="churn", active_model=None if state in ("promoted", "rolled_back", "aborted") else "churn",
+                    run_key=None, source="slack", endpoint="churn-prod", region=REGION, stable_variant="v41",
+                    candidate_variant=candidate, steps=[10, 100], state=state, step_index=1, ended_by=ended_by,
+                    ended_reason=reason, version=1, created_at=later, updated_at=later)
+        s.add(r)
+        s.flush()
+        if forced_by:
+            s.add(RolloutEvent(rollout_id=r.id, at=later, kind="forced", state="baking", step_index=1,
+                               candidate_percent=100.0, actor=forced_by, detail={"reason": "release"}))
+        return r.id
+
+
+def set_state(services, rollout_id: int, state: str, **values) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    with services.store.session() as s:
+        s.execute(update(Rollout).where(Rollout.id == rollout_id).values(
+            state=state, updated_at=utcnow() + timedelta(seconds=10), **values))
+
+
+def test_a_forced_promotion_from_slack_approves_the_pipelines_package(services, pipeline_aws):
+    """The run's rollout was aborted (say, the deploy's hand-off was refused while another rollout ran); the
+    candidate was then promoted with `/model promote --force`, a rollout of its own. The package follows."""
+    arn = pending_package()
+    deploy(services, "r1", "v42", arn)
+    add_rollout(services, "r1", "aborted", candidate="v42", reason="replaced")
+    assert model_registry_sync.run_once(services) == "1 left pending (rollout aborted)"
+    forced = slack_rollout(services, "baking", candidate="v42", forced_by="U0ADMIN")
+    assert model_registry_sync.run_once(services) == "nothing to do"  # baking: not decided yet
+    assert registry_says(arn)[0] == "PendingManualApproval"
+    set_state(services, forced, "promoted")
+    assert model_registry_sync.run_once(services) == "1 approved"
+    assert registry_says(arn) == ("Approved", "modelbot: forced promotion of `v42` on endpoint churn-prod by "
+                                              "<@U0ADMIN>: release")
+    assert model_registry_sync.run_once(services) == "nothing to do"
+
+
+def test_a_rolled_back_candidate_promoted_later_is_approved_and_a_promotion_rolled_back_is_rejected(
+        services, pipeline_aws):
+    arn = pending_package()
+    deploy(services, "r1", "v42", arn)
+    add_rollout(services, "r1", "rolled_back", candidate="v42", ended_by="U0ALICE", reason="flaky metric")
+    assert model_registry_sync.run_once(services) == "1 rejected"
+    # A week later the owners try again by hand: /model promote churn --variant v42, and it passes.
+    again = slack_rollout(services, "progressing", candidate="v42")
+    assert model_registry_sync.run_once(services) == "nothing to do"
+    assert registry_says(arn)[0] == "Rejected"  # while it runs, the last decision stands
+    set_state(services, again, "promoted")
+    assert model_registry_sync.run_once(services) == "1 approved"
+    assert registry_says(arn) == ("Approved", f"modelbot: promoted `v42` on endpoint churn-prod; rollout #{again} "
+                                              "passed every step and baked")
+    # Then `/model rollback churn` takes the promoted candidate back out: the package says so.
+    set_state(services, again, "rolled_back", ended_by="U0BOB", ended_reason="p99 up after release")
+    assert model_registry_sync.run_once(services) == "1 rejected"
+    assert registry_says(arn) == ("Rejected", "modelbot: rolled back by <@U0BOB>: p99 up after release")
+    # Another candidate's rollouts never touch it.
+    other = pending_package()
+    deploy(services, "r2", "v43", other)
+    add_rollout(services, "r2", "promoted", candidate="v43")
+    assert model_registry_sync.run_once(services) == "1 approved"
+    assert registry_says(arn)[0] == "Rejected" and registry_says(other)[0] == "Approved"
+
+
+# ---------------------------------------------------------------- only the model's own package (issue 21, item 11)
+
+def test_modelbot_records_only_a_package_of_the_models_own_group(services, pipeline_aws):
+    foreign = pending_package("fraud")
+    with pytest.raises(packages.PackageRefused) as err:
+        packages.record_deploy(services.store, model="churn", dag_id="churn_pipeline", run_id="r1",
+                               endpoint="churn-prod", variant="v42", arn=foreign, region=REGION)
+    assert str(err.value) == (f"package `{foreign}` is in model package group `fraud`, not `churn`, the group of "
+                              "churn's pipeline")
+    with pytest.raises(packages.PackageRefused, match="is not a Model Registry package ARN"):
+        packages.record_deploy(services.store, model="churn", dag_id="churn_pipeline", run_id="r1",
+                               endpoint="churn-prod", variant="v42", arn="arn:aws:s3:::bucket/key")
+    with pytest.raises(packages.PackageRefused, match="is in us-east-1, but churn is in eu-west-1"):
+        packages.record_deploy(services.store, model="churn", dag_id="churn_pipeline", run_id="r1",
+                               endpoint="churn-prod", variant="v42", arn=pending_package(), region="eu-west-1")
+    with services.store.session() as s:
+        assert s.scalars(select(ModelPackage)).all() == []
+    # A rollout of that candidate ending changes nothing in another model's group.
+    add_rollout(services, "r1", "promoted", candidate="v42")
+    assert model_registry_sync.run_once(services) == "nothing to do"
+    assert registry_says(foreign)[0] == "PendingManualApproval"
