@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, int, str]] = [
     ("bot.rollouts", 3, "rollouts"),
     ("bot.scaffold", 3, "scaffold"),
     ("bot.runs", 4, "runs"),
+    ("bot.quality", 4.5, "quality"),  # reads runs and rollouts, starts retraining; status shows its decays
     ("bot.status", 5, "status"),
     ("bot.services", 6, "services"),
     ("jobs", 7, "jobs"),

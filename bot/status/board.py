@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import JSON, Integer, String, and_, bindparam, case, cast, func, or_, select
 
+from bot.quality.tables import QualityEpisode
 from bot.rollouts.tables import Rollout
 from bot.runs.tables import RunRecord
 from bot.status.messages import PAGE_SIZE, line_text, period
@@ -25,7 +26,7 @@ RECENT_ROLLBACK = timedelta(hours=24)
 ROLLING_STATES = ("pending", "progressing", "baking")
 # Order within "needs attention": the most urgent first.
 SEVERITY = ("rolling back", "rolled back", "rollout paused", "rollout stuck", "run failing", "endpoint",
-            "read failed")
+            "read failed", "quality decayed")
 GLOB_CHARS = set("*?[")
 
 
@@ -41,6 +42,7 @@ class Row:
     snap: dict | None  # endpoint_snapshots columns, None when the model was never read
     rollout: dict | None  # latest rollout's columns
     run: dict | None  # latest run's columns
+    decayed: int = 0  # open quality decay episodes (bot/quality)
 
 
 @dataclass
@@ -77,6 +79,8 @@ def _statement(dialect: str):
                  Rollout.stable_variant, Rollout.candidate_variant, Rollout.pending.label("r_pending"),
                  Rollout.last_error.label("r_error"), Rollout.ended_at.label("r_ended_at"),
                  Rollout.paused_reason, Rollout.resume_state]
+    decayed = (select(func.count()).where(QualityEpisode.model == reg.c.value, QualityEpisode.closed_at.is_(None))
+               .correlate(reg).scalar_subquery())
     run_cols = [RunRecord.id.label("run_id_pk"), RunRecord.state.label("run_state"), RunRecord.queued_at,
                 RunRecord.ended_at.label("run_ended_at"), RunRecord.failed_tasks]
     pass_cols = [SnapshotPass.finished_at.label("p_finished_at"), SnapshotPass.seconds.label("p_seconds"),
@@ -95,12 +99,13 @@ def _statement(dialect: str):
         (and_(EndpointSnapshot.endpoint.is_not(None), EndpointSnapshot.status.is_not(None),
               EndpointSnapshot.status != "InService"), 5),
         (EndpointSnapshot.error.is_not(None), 6),
+        (decayed > 0, 7),
         else_=None,
     )
     category = case((severity.is_not(None), 0), (Rollout.state.in_(ROLLING_STATES), 1), else_=2)
     counts = [func.sum(case((category == k, 1), else_=0)).over().label(f"n_{k}") for k in (0, 1, 2)]
     q = (
-        select(reg.c.value, *snap_cols, *roll_cols, *run_cols, *pass_cols, *counts,
+        select(reg.c.value, *snap_cols, *roll_cols, *run_cols, *pass_cols, *counts, decayed.label("q_decayed"),
                func.count().over().label("n_total"))
         .select_from(reg)
         .outerjoin(EndpointSnapshot, EndpointSnapshot.model == reg.c.value)
@@ -143,6 +148,7 @@ def query(session, names: list[str], *, page: int = 1, now: datetime | None = No
             run=None if r["run_id_pk"] is None else {
                 "state": r["run_state"], "queued_at": as_utc(r["queued_at"]),
                 "ended_at": as_utc(r["run_ended_at"]), "failed_tasks": r["failed_tasks"] or []},
+            decayed=r["q_decayed"] or 0,
         ))
     return rows, worker, counts
 
@@ -184,6 +190,8 @@ def classify(row: Row, now: datetime) -> tuple[str, int, list[str]]:
         reasons.append("endpoint")
     if snap is not None and snap["error"]:
         reasons.append("read failed")
+    if row.decayed:
+        reasons.append("quality decayed")
     if reasons:
         return "attention", min(SEVERITY.index(x) for x in reasons), reasons
     if r is not None and r["state"] in ROLLING_STATES:

@@ -118,6 +118,8 @@ def line_text(row: Row, now: datetime, stale_after: float, category: str, reason
                          + (f" {age_text((now - run['ended_at']).total_seconds())} ago" if run["ended_at"] else ""))
         elif run["state"] in ("running", "queued"):
             parts.append(f"run {run['state']}")
+    if "quality decayed" in reasons:
+        parts.append(f"*quality decayed* (`/model quality {escape(row.name)}`)")
     text = f"{icon} *{escape(row.name)}* — " + "; ".join(parts)
     return cut(text, 600)
 
