@@ -169,13 +169,13 @@ class SharedFile:
             dag_ids={m.dag_id: m.name for m in models if m.dag_id},
             endpoints={m.endpoint: m.name for m in models if m.endpoint})
 
-    def suggested(self) -> dict[str, str]:
+    def suggested(self, name: str) -> dict[str, str]:
         """Defaults the file's other models suggest: its region, their artifacts bucket."""
         found = {"region": self.registry.defaults.region}
         for model in self.registry.models.values():
             if model.pipeline is not None:
                 bucket = model.pipeline.artifacts.split("/")[2]
-                found["artifacts"] = f"s3://{bucket}/{{{{ model_name }}}}"
+                found["artifacts"] = f"s3://{bucket}/{name}"
                 break
         return found
 
@@ -231,7 +231,7 @@ def _placeholders(given: dict[str, Any]) -> list[str]:
 def _copier_failure(exc: BaseException) -> ScaffoldError:
     if isinstance(exc, KeyboardInterrupt):
         return Refused("stopped; nothing was written")
-    text = str(exc).strip() or type(exc).__name__
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
     if isinstance(exc, (ValueError, TypeError)) or "Validation error" in text or "Invalid choice" in text:
         return Refused(f"{text}; nothing was written")
     return ScaffoldError(f"Copier could not render the template: {text}; nothing was written")
@@ -269,7 +269,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
         existing = shared.existing()
         if name in existing.names:
             raise Refused(f"{shared.path} already has a model {name!r}; pick another name")
-        user_defaults = shared.suggested()
+        user_defaults = shared.suggested(name)
         data["models_file"] = os.path.relpath(shared.path, directory)
     try:
         published = template_repo.publish()
@@ -284,7 +284,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
         try:
             copier.run_copy(
                 src_path_for(published.path), staging, data={**data, "model_name": name},
-                user_defaults=_rendered_defaults(user_defaults, name), defaults=defaults, unsafe=True,
+                user_defaults=user_defaults, defaults=defaults, unsafe=True,
                 vcs_ref=published.tag, quiet=True, overwrite=True, cleanup_on_error=False)
         except (CopierError, ValueError, TypeError, KeyboardInterrupt, ProcessExecutionError) as exc:
             raise _copier_failure(exc) from None
@@ -326,10 +326,6 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
     return Made(name=name, directory=directory, tag=published.tag, template=published.path, answers=given,
                 instance=sizing.choose(given["serving_vcpu"], given["serving_memory_gib"], given["region"]),
                 models_file=shared.path if shared else None, git=git, placeholders=_placeholders(given))
-
-
-def _rendered_defaults(suggested: dict[str, str], name: str) -> dict[str, str]:
-    return {k: v.replace("{{ model_name }}", name) for k, v in suggested.items()}
 
 
 # ---- modelbot update ----------------------------------------------------------------------------------------------
@@ -376,7 +372,7 @@ def update_package(directory: str | Path, data: dict[str, str] | None = None) ->
         copier.run_update(directory, data=dict(data or {}), vcs_ref=published.tag, unsafe=True, overwrite=True,
                           skip_answered=True, defaults=not sys.stdin.isatty(), quiet=True)
     except UserMessageError as exc:
-        raise Refused(f"{directory}: {exc}; the package was not changed") from None
+        raise Refused(f"{directory}: {str(exc).strip().rstrip('.')}; the package was not changed") from None
     except ProcessExecutionError as exc:
         src = before.get("_src_path", "?")
         raise ScaffoldError(

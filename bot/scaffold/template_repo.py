@@ -107,8 +107,10 @@ def _next_tag(existing: set[str], version: Version) -> str:
     return tag
 
 
-def publish(source: Path = PACKAGED, repo: Path | None = None, version: Version | None = None) -> Published:
-    """Commit the template at `source` into the template repository unless a tag already holds it."""
+def publish(source: Path | None = None, repo: Path | None = None, version: Version | None = None) -> Published:
+    """Commit the template at `source` (default: the one this modelbot carries) into the template repository
+    unless a tag already holds it."""
+    source = source or PACKAGED
     repo = repo or home()
     version = version or modelbot_version()
     if not (source / "copier.yml").is_file():
