@@ -7,6 +7,7 @@ reads the database or calls Slack. `text` carries everything the blocks say: it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -51,12 +52,41 @@ def when(value: datetime | None) -> str:
     return f"<!date^{int(value.timestamp())}^{{date_short_pretty}} at {{time}}|{value:%Y-%m-%d %H:%M} UTC>"
 
 
+# Slack's angle-bracket forms only: a mention, a channel, a special (<!here>, <!date^...>) or a link. Any
+# other "<...>" is text someone typed (a reason is kept as typed).
+_ANGLED = re.compile(r"<((?:[@#!]|https?://|mailto:)[^<>|]*)(?:\|([^<>]*))?>")
+_PAIRED = re.compile(r"(?<![\w*_~])([*_~])(?=\S)(.+?)(?<=\S)\1(?![\w*_~])")
+
+
+def _plain_link(match: re.Match) -> str:
+    """One Slack angle-bracket form, as a person would write it in plain text."""
+    target, label = match.group(1), match.group(2)
+    if target[:2] in ("@U", "@W", "@B") or target[:2] == "#C" or target[:2] == "#G":
+        return f"{target[0]}{label}" if label else target
+    if target.startswith("!subteam^"):
+        return label if label else "@" + target.split("^", 1)[1]
+    if target.startswith("!date^"):
+        return label or ""
+    if target.startswith("!"):
+        return label or "@" + target[1:]
+    return f"{label} ({target})" if label and label != target else target
+
+
+def plain_text(mrkdwn: str) -> str:
+    """Slack mrkdwn as plain text (PagerDuty shows text as it is): no backticks or emphasis marks, mentions
+    and channels by name, links as `text (url)`, Slack's escapes undone."""
+    text = mrkdwn.replace("`", "")
+    text = _ANGLED.sub(_plain_link, text)
+    previous = None
+    while previous != text:  # nested emphasis (*_x_*) comes off layer by layer
+        previous, text = text, _PAIRED.sub(r"\2", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def plain_summary(page: Page) -> str:
     """A one-line summary without Slack markup, for PagerDuty."""
-    title = page.title.replace("*", "")
-    if page.actor:
-        title = title.replace(f"<@{page.actor}>", page.actor)
-    return f"{title}: {page.reason}" if page.reason else title
+    title = plain_text(page.title)
+    return f"{title}: {plain_text(page.reason)}" if page.reason else title
 
 
 def state_lines(page: Page, *, escalation_minutes: float, admins: Iterable[str]) -> list[str]:

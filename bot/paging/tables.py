@@ -1,16 +1,19 @@
 """Pages: a human paged about something (today: a rollback), and what of the page has been delivered.
 
-A page row is written before anything is sent, and every delivery (the alert-channel post, the DM, the
-PagerDuty events, the escalation, the message updates after a click) is recorded only after it succeeded.
-What is still owed is derived from these columns, so whoever holds the page's claim next (a retry, the
-escalation job) sends exactly what is missing.
+A page row is written before anything is sent (for a rollback, in the rollback's own transaction), and every
+delivery (the alert-channel post, the DM, the PagerDuty events, the escalation, the message updates after a
+click) is recorded only after it succeeded. What is still owed is derived from these columns, so whoever
+holds the page's claim next sends exactly what is missing.
+
+Slack and PagerDuty are delivered apart, each with its own claim and back-off: PagerDuty is the way a page
+gets through when Slack does not, so it never waits behind a Slack call.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, and_, or_
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.store.base import Base, utcnow
@@ -94,5 +97,36 @@ class Page(Base):
     refusals: Mapped[str | None] = mapped_column(Text)  # "place channel error" lines, for the page and /healthz
     dm_refused: Mapped[str | None] = mapped_column(String(64))  # Slack's error when the on-call's DM is impossible
 
+    # PagerDuty's own delivery (0011_reliability): its claim, its back-off, since when an event is owed.
+    pd_claim_holder: Mapped[str | None] = mapped_column(String(64))
+    pd_claim_until: Mapped[datetime | None]
+    pd_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pd_next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    pd_owed_since: Mapped[datetime | None]
+    pd_last_error: Mapped[str | None] = mapped_column(Text)
+
     def notify_ids(self) -> list[str]:
         return [x for x in self.notify.split() if x]
+
+    def pagerduty_owed(self) -> list[str]:
+        """The PagerDuty events this page still owes, in the order they are sent."""
+        if not self.pagerduty:
+            return []
+        if not self.pd_triggered_at:
+            # A page resolved before its trigger got through needs no incident at all.
+            return [] if self.resolved_at else ["trigger"]
+        if self.resolved_at:
+            return [] if self.pd_resolved_at else ["resolve"]
+        if self.acknowledged_at and not self.pd_acknowledged_at:
+            return ["acknowledge"]
+        return []
+
+
+def pagerduty_owed_clause():
+    """SQL for Page.pagerduty_owed() being non-empty."""
+    return and_(Page.pagerduty.is_(True), or_(
+        and_(Page.pd_triggered_at.is_(None), Page.resolved_at.is_(None)),
+        and_(Page.pd_triggered_at.is_not(None), Page.resolved_at.is_not(None), Page.pd_resolved_at.is_(None)),
+        and_(Page.pd_triggered_at.is_not(None), Page.resolved_at.is_(None), Page.acknowledged_at.is_not(None),
+             Page.pd_acknowledged_at.is_(None)),
+    ))

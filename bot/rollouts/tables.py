@@ -68,6 +68,10 @@ class Rollout(Base):
     last_evidence: Mapped[dict | None] = mapped_column(NULLABLE_JSON)
     pending: Mapped[dict | None] = mapped_column(NULLABLE_JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A deploy of the model that came while this rollout was in progress (0011_reliability): it starts when
+    # this one has ended, against whatever then serves all the traffic (run_key, run_id, endpoint, stable,
+    # candidate, channel, thread_ts). Never two rollouts' splits on one endpoint.
+    next_deploy: Mapped[dict | None] = mapped_column(NULLABLE_JSON)
     ended_at: Mapped[datetime | None]
     ended_by: Mapped[str | None] = mapped_column(String(32))
     ended_reason: Mapped[str | None] = mapped_column(Text)

@@ -69,7 +69,7 @@ def test_state_lines_after_escalation_acknowledge_and_resolve():
 
 
 def test_pagerduty_summary_escalation_and_refusal_texts():
-    assert messages.plain_summary(page()) == "churn was rolled back by U0ALICE: p99 <2x>"
+    assert messages.plain_summary(page()) == "churn was rolled back by @U0ALICE: p99 <2x>"
     assert messages.escalation_text(15.0, ["U0ONCALL", "U0ADMIN"]) == (
         ":rotating_light: *Escalated:* nobody has acknowledged this page in 15 minutes. "
         "<@U0ONCALL> <@U0ADMIN> please acknowledge or resolve it.")

@@ -8,7 +8,7 @@ import pytest
 
 from bot.paging import service as pager
 from bot.store.base import as_utc
-from jobs import page_escalation
+from jobs import page_escalation, pagerduty_delivery
 
 DEDUP = "modelbot-rollout-7"
 
@@ -80,7 +80,10 @@ def test_page_posts_in_alert_channel_mentions_user_oncall_and_dms_them(services,
     assert event["event_action"] == "trigger" and event["dedup_key"] == DEDUP
     assert event["routing_key"] == "R0UTINGKEY0123456789abcdef012345"
     assert event["payload"]["severity"] == "error" and "churn" in event["payload"]["summary"]
-    assert event["links"] == [{"href": permalink, "text": "Rollout thread in Slack"}]
+    # PagerDuty went first and asked Slack nothing: the thread's archive link (it opens in the reader's
+    # workspace) until the Slack part has recorded the permalink.
+    archive = f"https://slack.com/archives/C0CHURN/p{thread_ts.replace('.', '')}"
+    assert event["links"] == [{"href": archive, "text": "Rollout thread in Slack"}]
 
 
 def test_group_oncall_is_mentioned_and_nobody_is_dmed(services, slack, pagerduty, rollout_thread):
@@ -195,13 +198,16 @@ def test_pagerduty_outage_is_retried_with_backoff_then_by_the_job(services, slac
     pager.page_rollback(services, model_name="churn", rollout_id=9, reason="again", channel="C0CHURN",
                         thread_ts=alerts(slack)[0]["ts"], automatic=True, actor=None)
     page = pager.page_for_rollout(services, 9)
-    assert "PagerDuty did not accept the trigger event for modelbot-rollout-9 (HTTP 500" in page.last_error
-    assert "no PagerDuty incident was opened" in page.last_error
+    assert "PagerDuty did not accept the trigger event for modelbot-rollout-9 (HTTP 500" in page.pd_last_error
+    assert "no PagerDuty incident was opened" in page.pd_last_error
     assert len(alerts(slack)) == 2  # Slack got the page regardless
+    assert "pagerduty_trigger" in pager.owed_parts(page)
 
-    page_escalation.run_once(services, now=after_backoff())  # still failing: the summary says so
+    # The PagerDuty job retries it after its back-off, however long PagerDuty refuses.
+    assert "not accepted by PagerDuty yet" in pagerduty_delivery.run_once(services, now=after_backoff())
     pagerduty._faults.clear()
-    page_escalation.run_once(services, now=after_backoff(2))
+    assert "sent what 1 page(s) owed PagerDuty" in pagerduty_delivery.run_once(services, now=after_backoff(2))
+    pagerduty_delivery.run_once(services, now=after_backoff(3))
     page_escalation.run_once(services, now=after_backoff(3))
     triggers = [e for e in pagerduty.events if e["event_action"] == "trigger" and e["dedup_key"] == "modelbot-rollout-9"]
     assert len(triggers) == 1
@@ -286,6 +292,9 @@ def test_a_page_written_but_never_sent_is_delivered_by_the_job(services, slack, 
     page_escalation.run_once(services)
     assert len(alerts(slack)) == 1
     assert len(slack.messages("DU0BOB")) == 1
+    assert pagerduty.events == []  # PagerDuty has its own job, and its own claim
+    pagerduty_delivery.run_once(services)
+    pagerduty_delivery.run_once(services)
     assert [e["event_action"] for e in pagerduty.events] == ["trigger"]
 
 
@@ -312,16 +321,19 @@ def test_a_resolve_before_the_acknowledge_went_out_closes_the_incident_without_i
 
     page_churn(services, rollout_thread())
     page = pager.page_for_rollout(services, 7)
-    # Another process is busy delivering this page: the clicks change its state and leave the sending to it.
+    # Another process is busy delivering this page, to Slack and to PagerDuty: the clicks change its state
+    # and leave the sending to it.
     with services.store.session() as s:
         s.execute(update(Page).where(Page.id == page.id)
-                  .values(claim_holder="other", claim_until=utcnow() + timedelta(minutes=2)))
+                  .values(claim_holder="other", claim_until=utcnow() + timedelta(minutes=2),
+                          pd_claim_holder="other", pd_claim_until=utcnow() + timedelta(minutes=2)))
     monkeypatch.setattr(pager, "CLICK_CLAIM_WAIT_SECONDS", 0.1)
     assert pager.acknowledge(services, page.id, "U0BOB")
     assert pager.resolve(services, page.id, "U0BOB", wait=0.1)
     assert [e["event_action"] for e in pagerduty.events] == ["trigger"]
     with services.store.session() as s:
-        s.execute(update(Page).where(Page.id == page.id).values(claim_holder=None, claim_until=None))
+        s.execute(update(Page).where(Page.id == page.id).values(claim_holder=None, claim_until=None,
+                                                                 pd_claim_holder=None, pd_claim_until=None))
 
     assert pager.deliver(services, page.id)
     # Acknowledging an incident that is being resolved is moot: PagerDuty gets the resolve, once.
