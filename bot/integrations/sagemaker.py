@@ -30,6 +30,10 @@ class Variant:
     desired_weight: float | None = None
     instance_type: str | None = None
     instance_count: int | None = None
+    desired_instance_count: int | None = None
+    # VariantStatus while SageMaker works on the variant: ((Creating|Updating|Deleting|ActivatingTraffic|Baking,
+    # its StatusMessage), ...); empty when it is steady.
+    statuses: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class EndpointState:
     status: str
     config_name: str
     variants: tuple[Variant, ...] = field(default_factory=tuple)
+    failure_reason: str | None = None  # why the endpoint, or its last update, failed (DescribeEndpoint)
 
     @property
     def total_weight(self) -> float:
@@ -127,11 +132,15 @@ def _endpoint_state(endpoint: str, desc: dict, instance_types: dict[str, str]) -
             desired_weight=float(pv["DesiredWeight"]) if "DesiredWeight" in pv else None,
             instance_type=instance_types.get(pv["VariantName"]),
             instance_count=pv.get("CurrentInstanceCount"),
+            desired_instance_count=pv.get("DesiredInstanceCount"),
+            statuses=tuple((st.get("Status", "Unknown"), st.get("StatusMessage") or None)
+                           for st in pv.get("VariantStatus") or []),
         )
         for pv in desc.get("ProductionVariants", [])
     )
     return EndpointState(name=endpoint, status=desc.get("EndpointStatus", "Unknown"),
-                         config_name=desc.get("EndpointConfigName", ""), variants=variants)
+                         config_name=desc.get("EndpointConfigName", ""), variants=variants,
+                         failure_reason=desc.get("FailureReason") or None)
 
 
 class SageMaker:
@@ -164,11 +173,14 @@ class SageMaker:
 
 
     def set_weights(self, endpoint: str, region: str, weights: dict[str, float]) -> bool:
-        """Set variant weights (UpdateEndpointWeightsAndCapacities), reading the current ones first.
+        """Sets the traffic weight of every variant of the endpoint (UpdateEndpointWeightsAndCapacities): the
+        variants named get their weight, every other variant 0. A share that no rollout names is a share
+        nobody judges, so a weight change always says what the whole endpoint serves.
 
-        Returns False, without calling the update, when the endpoint already has these weights: a controller that
-        crashed after the call and retries must not shift twice. A weight of 0 is sent as 0 (boto3 keeps zero
-        values; SDK layers that drop "empty" fields would silently leave the old weight).
+        Reads the current weights first and returns False, without calling the update, when the endpoint
+        already has (or is already being given) these weights: a controller that crashed after the call and
+        retries must not shift twice. A weight of 0 is sent as 0 (boto3 keeps zero values; SDK layers that
+        drop "empty" fields would silently leave the old weight).
         """
         what = f"set the traffic weights of endpoint `{endpoint}` in {region}"
         state = self.describe_endpoint(endpoint, region)
@@ -179,7 +191,8 @@ class SageMaker:
                 f"SageMaker endpoint `{endpoint}` has no variant {', '.join(f'`{m}`' for m in missing)} "
                 f"(it has {found}); the traffic weights were not changed."
             )
-        if weights_match(state, weights):
+        whole = {v.name: float(weights.get(v.name, 0.0)) for v in state.variants}
+        if weights_match(state, whole):
             return False
         if state.status not in ("InService",):
             raise SageMakerError(
@@ -191,7 +204,7 @@ class SageMaker:
             sm.update_endpoint_weights_and_capacities(
                 EndpointName=endpoint,
                 DesiredWeightsAndCapacities=[
-                    {"VariantName": name, "DesiredWeight": float(weight)} for name, weight in weights.items()
+                    {"VariantName": name, "DesiredWeight": weight} for name, weight in whole.items()
                 ],
             )
         except (ClientError, BotoCoreError) as exc:
@@ -226,8 +239,10 @@ class SageMaker:
             raise SageMakerError(_failure(exc, f"describe endpoint config `{config_name}` in {region}") + ".") from None
 
 
-    def ensure_single_variant_config(self, source_config: str, variant: str, new_name: str, region: str) -> str:
-        """An endpoint config like `source_config` but serving only `variant` (weight 1), created once.
+    def ensure_single_variant_config(self, source_config: str, variant: str, new_name: str, region: str, *,
+                                     idle: tuple[str, ...] = ()) -> str:
+        """An endpoint config like `source_config` serving only `variant` (weight 1), created once; the
+        variants in `idle` stay on it at weight 0 (a candidate whose rollout waits for this one to end).
 
         Used after a rollout has baked, to retire the old variant's instances. The copy keeps every setting of
         the source config that CreateEndpointConfig accepts (data capture, KMS key, ...); an existing config of
@@ -243,20 +258,23 @@ class SageMaker:
         except BotoCoreError as exc:
             raise SageMakerError(_failure(exc, f"look up endpoint config `{new_name}` in {region}") + ".") from None
         source = self.describe_endpoint_config(source_config, region)
-        entry = next((pv for pv in source.get("ProductionVariants", []) if pv.get("VariantName") == variant), None)
-        if entry is None:
+        entries = {pv.get("VariantName"): pv for pv in source.get("ProductionVariants", [])}
+        if variant not in entries:
             raise SageMakerError(
                 f"SageMaker endpoint config `{source_config}` has no variant `{variant}`; "
                 f"no config serving only `{variant}` was created."
             )
         variant_keys = _allowed(sm, "ProductionVariant")
-        copied_variant = {k: v for k, v in entry.items() if k in variant_keys and v not in (None, {}, [])}
-        copied_variant["InitialVariantWeight"] = 1.0
+        kept = []
+        for name, weight in [(variant, 1.0), *((n, 0.0) for n in idle if n in entries and n != variant)]:
+            copied = {k: v for k, v in entries[name].items() if k in variant_keys and v not in (None, {}, [])}
+            copied["InitialVariantWeight"] = weight
+            kept.append(copied)
         top_keys = _allowed(sm, None, "CreateEndpointConfig") - {"EndpointConfigName", "ProductionVariants", "Tags"}
         # Shadow variants belong to the old setup; empty structures (moto echoes VpcConfig {}) are rejected by AWS.
         extra = {k: v for k, v in source.items() if k in top_keys - {"ShadowProductionVariants"} and v not in (None, {}, [])}
         try:
-            sm.create_endpoint_config(EndpointConfigName=new_name, ProductionVariants=[copied_variant], **extra)
+            sm.create_endpoint_config(EndpointConfigName=new_name, ProductionVariants=kept, **extra)
         except ClientError as exc:
             message = exc.response.get("Error", {}).get("Message", "")
             if "already exist" not in message:
