@@ -53,6 +53,20 @@ class FetchResult:
     calls: int = 0
     # Rollout keys whose counts could not be read this time, with the reason.
     failed: dict[Hashable, str] = field(default_factory=dict)
+    # Rollout keys whose counts CloudWatch answered only in part (a series missing, a StatusCode other than
+    # Complete, a minute with requests but no error count yet), with what was missing: not judged on them.
+    incomplete: dict[Hashable, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Series:
+    """What one metric query's answer said, over all its pages."""
+
+    total: float = 0.0
+    minutes: set = field(default_factory=set)  # minutes with a datapoint (of any value)
+    busy: set = field(default_factory=set)  # minutes with a datapoint above 0
+    status: str = "Complete"  # the last page's StatusCode
+    failed_status: str | None = None  # InternalError / Forbidden, on any page
 
 
 def first_full_minute(since: datetime) -> datetime:
@@ -88,6 +102,29 @@ def _count(value: float | None) -> int:
     return int(round(value))
 
 
+def _incomplete(q: RolloutQuery, i: int, answers: dict[tuple[int, str, str], _Series]) -> list[str]:
+    """What is missing from the answers about one rollout's variants, one phrase per variant ([] when whole)."""
+    problems = []
+    for variant in q.variants:
+        gaps = []
+        for metric in METRICS:
+            answer = answers.get((i, variant, metric))
+            if answer is None:
+                gaps.append(f"no {metric} series")
+            elif answer.failed_status or answer.status != "Complete":
+                gaps.append(f"{metric} {answer.failed_status or answer.status}")
+        invocations = answers.get((i, variant, "Invocations"))
+        if invocations is not None:
+            for metric in ("Invocation5XXErrors", "Invocation4XXErrors"):
+                errors = answers.get((i, variant, metric))
+                lagging = sorted(invocations.busy - errors.minutes) if errors is not None else []
+                if lagging:
+                    gaps.append(f"requests at {lagging[0]:%H:%M} UTC but no {metric} for that minute yet")
+        if gaps:
+            problems.append(f"`{variant}` ({'; '.join(gaps)})")
+    return problems
+
+
 def calls_needed(rollouts: int, variants_per_rollout: int = 2, max_queries_per_call: int = MAX_QUERIES_PER_CALL) -> int:
     return math.ceil(rollouts * variants_per_rollout * len(METRICS) / max_queries_per_call)
 
@@ -111,17 +148,22 @@ class CloudWatch:
         starts = [first_full_minute(q.since) for q in queries]
         # One entry per metric query, in step-start order: (rollout index, variant, metric).
         wanted = [(i, variant, metric) for i, q in enumerate(queries) for variant in q.variants for metric in METRICS]
-        sums: dict[tuple[int, str, str], float] = {}
+        answers: dict[tuple[int, str, str], _Series] = {}
         failed: dict[int, str] = {}
         result = FetchResult()
-        end = end.astimezone(timezone.utc)
+        # The minute in progress is left out: its metrics arrive one by one (Invocations before the errors, say),
+        # so it would be judged on a part of its counts. The next tick counts it whole.
+        end_minute = end.astimezone(timezone.utc).replace(second=0, microsecond=0)
         for offset in range(0, len(wanted), max_queries_per_call):
             chunk = wanted[offset: offset + max_queries_per_call]
+            start = min(starts[i] for i, _, _ in chunk)
+            if start >= end_minute:
+                continue  # no whole minute yet in any of these steps: nothing to read
             ids = {f"q{offset + k}": item for k, item in enumerate(chunk)}
             metric_queries = [_metric_query(qid, queries[i].endpoint, variant, metric)
                               for qid, (i, variant, metric) in ids.items()]
             try:
-                self._call(metric_queries, ids, min(starts[i] for i, _, _ in chunk), end, starts, region, sums, result)
+                self._call(metric_queries, ids, start, end_minute, starts, region, answers, result)
             except CloudWatchError as exc:
                 for i, _, _ in chunk:
                     failed[i] = str(exc)
@@ -129,37 +171,45 @@ class CloudWatch:
             if i in failed:
                 result.failed[q.key] = failed[i]
                 continue
+            missing = [] if starts[i] >= end_minute else _incomplete(q, i, answers)
+            if missing:
+                result.incomplete[q.key] = (f"CloudWatch's data for {', '.join(missing)} is incomplete; "
+                                            "not judged this pass")
+                continue
             result.counts[q.key] = {
                 variant: VariantCounts(
-                    requests=_count(sums.get((i, variant, "Invocations"))),
-                    errors_5xx=_count(sums.get((i, variant, "Invocation5XXErrors"))),
-                    errors_4xx=_count(sums.get((i, variant, "Invocation4XXErrors"))),
+                    requests=_count(answers.get((i, variant, "Invocations"), _Series()).total),
+                    errors_5xx=_count(answers.get((i, variant, "Invocation5XXErrors"), _Series()).total),
+                    errors_4xx=_count(answers.get((i, variant, "Invocation4XXErrors"), _Series()).total),
                 )
                 for variant in q.variants
             }
         return result
 
 
-    def _call(self, metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime, end: datetime,
-              starts: list[datetime], region: str, sums: dict, result: FetchResult) -> None:
-        """One GetMetricData request (following NextToken), its per-minute values summed per query."""
-        # The minute in progress is included: counts are cumulative and the next tick sees the rest.
-        end_minute = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        if end_minute <= start:
-            end_minute = start + timedelta(minutes=1)
+    def _call(self, metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime,
+              end_minute: datetime, starts: list[datetime], region: str, answers: dict, result: FetchResult) -> None:
+        """One GetMetricData request (following NextToken): per query, the sum of its whole minutes from its own
+        step start on, which minutes had datapoints, and the StatusCode CloudWatch gave."""
         failure = (f"CloudWatch did not return SageMaker invocation metrics in {region} ({{detail}}); "
                    "the rollouts it was asked about were not judged this pass.")
         for series in self._metric_data(metric_queries, start, end_minute, region, failure, result):
             where = ids.get(series.get("Id", ""))
             if where is None:
                 continue
+            answer = answers.setdefault(where, _Series())
             since = starts[where[0]]
-            total = sum(
-                value
-                for ts, value in zip(series.get("Timestamps", []), series.get("Values", []))
-                if ts.astimezone(timezone.utc) >= since
-            )
-            sums[where] = sums.get(where, 0.0) + total
+            for ts, value in zip(series.get("Timestamps", []), series.get("Values", [])):
+                at = ts.astimezone(timezone.utc)
+                if since <= at < end_minute:
+                    answer.total += value
+                    answer.minutes.add(at)
+                    if value and not math.isnan(value):
+                        answer.busy.add(at)
+            # A real answer always carries StatusCode; one without it is taken as complete.
+            answer.status = series.get("StatusCode") or "Complete"
+            if answer.status in ("InternalError", "Forbidden"):
+                answer.failed_status = answer.status
 
 
     def _metric_data(self, queries: list[dict], start: datetime, end: datetime, region: str, failure: str,

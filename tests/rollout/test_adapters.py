@@ -140,3 +140,59 @@ def test_pages_are_summed_and_a_failed_call_costs_only_its_batch(t0):
     result = cw.fetch_counts(queries, REGION, end=t0 + timedelta(minutes=10))
     assert len(result.counts) == 83 and len(result.failed) == 7
     assert "CloudWatch did not return SageMaker invocation metrics in us-east-1 (Rate exceeded)" in result.failed[89]
+
+
+def test_the_minute_in_progress_is_not_counted(rollout_aws, t0, cw):
+    """At 12:03:30 the minute 12:03 is still filling up (and its metrics arrive one by one): not counted yet."""
+    put_traffic("ep", "a", t0, 100, 1, 0)
+    put_traffic("ep", "a", t0 + timedelta(minutes=3), 40, 5, 0)
+    q = cloudwatch.RolloutQuery(key=1, endpoint="ep", variants=("a",), since=t0)
+    result = cw.fetch_counts([q], REGION, end=t0 + timedelta(minutes=3, seconds=30))
+    assert result.counts[1]["a"] == cloudwatch.VariantCounts(100, 1, 0)
+    result = cw.fetch_counts([q], REGION, end=t0 + timedelta(minutes=4))
+    assert result.counts[1]["a"] == cloudwatch.VariantCounts(140, 6, 0)
+
+
+class _Answering:
+    """A CloudWatch client answering every query with one datapoint per minute given, per metric; `status`
+    (per metric) is the StatusCode it reports, `drop` the metrics it leaves out of the answer altogether."""
+
+    def __init__(self, minutes: dict[str, list], status: dict[str, str] | None = None, drop: tuple = ()):
+        self.minutes, self.status, self.drop = minutes, status or {}, drop
+
+    def get_metric_data(self, MetricDataQueries, StartTime, EndTime, ScanBy, NextToken=None):
+        results = []
+        for q in MetricDataQueries:
+            metric = q["MetricStat"]["Metric"]["MetricName"]
+            if metric in self.drop:
+                continue
+            stamps = self.minutes.get(metric, [])
+            results.append({"Id": q["Id"], "Timestamps": list(stamps), "Values": [10.0] * len(stamps),
+                            "StatusCode": self.status.get(metric, "Complete")})
+        return {"MetricDataResults": results}
+
+
+@pytest.mark.parametrize("case", ["partial", "internal error", "series missing", "errors lag behind"])
+def test_incomplete_data_is_not_counted_as_zero_errors(t0, case):
+    every = [t0, t0 + timedelta(minutes=1)]
+    fake = {
+        "partial": _Answering({m: every for m in cloudwatch.METRICS}, status={"Invocation5XXErrors": "PartialData"}),
+        "internal error": _Answering({m: every for m in cloudwatch.METRICS},
+                                     status={"Invocation4XXErrors": "InternalError"}),
+        "series missing": _Answering({m: every for m in cloudwatch.METRICS}, drop=("Invocation5XXErrors",)),
+        # Invocations for 12:01 arrived, its 5XX count not yet.
+        "errors lag behind": _Answering({"Invocations": every, "Invocation5XXErrors": every[:1],
+                                         "Invocation4XXErrors": every}),
+    }[case]
+    queries = [cloudwatch.RolloutQuery(key=1, endpoint="ep", variants=("a", "b"), since=t0)]
+    result = CloudWatch(_OneClient(fake)).fetch_counts(queries, REGION, end=t0 + timedelta(minutes=5))
+    assert 1 not in result.counts, f"judged on {result.counts.get(1)}"
+    reason = result.incomplete[1]
+    assert "incomplete" in reason and "`a`" in reason, reason
+    word = {"partial": "PartialData", "internal error": "InternalError", "series missing": "Invocation5XXErrors",
+            "errors lag behind": "Invocation5XXErrors"}[case]
+    assert word in reason, reason
+
+    complete = _Answering({m: every for m in cloudwatch.METRICS})
+    result = CloudWatch(_OneClient(complete)).fetch_counts(queries, REGION, end=t0 + timedelta(minutes=5))
+    assert result.counts[1]["a"] == cloudwatch.VariantCounts(20, 20, 20) and not result.incomplete
