@@ -13,8 +13,12 @@ Two ways in:
   outage delays these messages; it never holds up what was committed with them.
 
 Capabilities keep their own tables: an `OutboxTable` names the table and the columns that identify one
-message. Rows other than plain posts (an edit, a chart, a page) are delivered by a function the capability
-registers for the row's kind.
+message. Rows other than plain posts (an edit, a chart) are delivered by a function the capability registers
+for the row's kind. A post queued for a thread that does not exist yet (its parent message is itself still
+owed) names no channel: the capability's thread resolver says where it goes when it is delivered.
+
+Claims are timed on the database's clock (bot/store/foundation.py): a process whose own clock runs ahead does
+not take over a claim that is still live.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from typing import Any, Callable
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.store.base import Base, as_utc, utcnow
-from bot.store.foundation import insert_ignore
+from bot.store.foundation import database_now, insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +176,9 @@ def _claim(services, table: OutboxTable, ident: dict[str, Any], message: Message
            columns: dict[str, Any]) -> dict | None:
     """Claims the row (inserting it with the message, or taking over an owed or stale one). None when someone
     else holds a live claim; {"ts": ...} when it is already posted; else what to post."""
-    now = utcnow()
     model = table.model
     with services.store.session() as s:
+        now = database_now(s)
         mine = insert_ignore(s, model.__table__, dict(
             ident, **columns, status=CLAIMED, channel=message.channel, thread_ts=message.thread_ts, text=message.text,
             blocks=message.blocks, claimed_by=HOLDER, claimed_at=now), list(table.identity))
@@ -238,7 +244,7 @@ def _reclaim_later(services, table: OutboxTable, ident: dict[str, Any]) -> None:
     """Leaves the claim to go stale again, so the next look in Slack is a while away."""
     with services.store.session() as s:
         s.execute(update(table.model).where(*table.where(ident), table.model.status == CLAIMED)
-                  .values(claimed_at=utcnow() - CLAIM_STALE + BACKOFF))
+                  .values(claimed_at=database_now(s) - CLAIM_STALE + BACKOFF))
 
 
 def _mark_posted(services, table: OutboxTable, ident: dict[str, Any], ts: str | None) -> None:
@@ -281,8 +287,8 @@ def claim(services, table: OutboxTable, ident: dict[str, Any], *, channel: str, 
           what: str) -> bool:
     """Claims one piece of work: True when this call claimed it (new, or owed after a refusal). A claim is never
     taken over: an upload carries no key Slack could be searched for, so what might be done is not redone."""
-    now = utcnow()
     with services.store.session() as s:
+        now = database_now(s)
         if insert_ignore(s, table.model.__table__, dict(ident, status=CLAIMED, channel=channel, thread_ts=thread_ts,
                                                         text=what, blocks=None, claimed_by=HOLDER, claimed_at=now),
                          list(table.identity)):
@@ -314,27 +320,55 @@ def is_taken(status: str) -> bool:
 
 # kind -> function(services, row) -> ts or None; raises Refused or Unsure when not done.
 DELIVERERS: dict[str, Callable[[Any, OutboxMessage], str | None]] = {}
+# Kinds never given up, whatever fails: they are retried with the capped back-off until they are done.
+NEVER_GIVEN_UP: set[str] = set()
 # subject prefix ("rollout") -> function(services, row, ts) called once a row with a payload role is delivered.
 AFTER_DELIVERY: dict[str, Callable[[Any, OutboxMessage, str | None], None]] = {}
+# subject prefix -> function(services, row) -> (channel, thread_ts), or None while the thread is not open yet:
+# where a post queued without a channel goes.
+THREADS: dict[str, Callable[[Any, OutboxMessage], tuple[str, str | None] | None]] = {}
 
 
-def register(kind: str, deliver: Callable[[Any, OutboxMessage], str | None]) -> None:
+def register(kind: str, deliver: Callable[[Any, OutboxMessage], str | None], *, give_up: bool = True) -> None:
     DELIVERERS[kind] = deliver
+    if not give_up:
+        NEVER_GIVEN_UP.add(kind)
 
 
 def on_delivered(subject_kind: str, callback: Callable[[Any, OutboxMessage, str | None], None]) -> None:
     AFTER_DELIVERY[subject_kind] = callback
 
 
+def resolve_threads(subject_kind: str, resolver: Callable[[Any, OutboxMessage], tuple[str, str | None] | None]) -> None:
+    THREADS[subject_kind] = resolver
+
+
 def enqueue(session, *, key: str, subject: str, kind: str = POST, channel: str | None = None,
             thread_ts: str | None = None, text: str = "", blocks: list | None = None, broadcast: bool = False,
             payload: dict | None = None, now: datetime | None = None) -> bool:
-    """Queues one delivery in the caller's transaction; False when the key is already queued (or done)."""
-    now = now or utcnow()
+    """Queues one delivery in the caller's transaction; False when the key is already queued (or done).
+    A post with no channel goes into the thread its subject's resolver names when it is delivered."""
+    now = now or database_now(session)
     return insert_ignore(session, OutboxMessage.__table__, dict(
         key=key, subject=subject, kind=kind, channel=channel, thread_ts=thread_ts, text=text, blocks=blocks,
         broadcast=broadcast, payload=payload, status=OWED, attempts=0, next_attempt_at=now, created_at=now),
         ["key"])
+
+
+def enqueue_latest(session, *, key: str, subject: str, kind: str = POST, channel: str | None = None,
+                   text: str = "", blocks: list | None = None, payload: dict | None = None) -> None:
+    """Queues what one message should say now, replacing an earlier version under the same key that is owed or
+    already delivered (a message edited in place as counts come in: a long outage owes one edit, not one per
+    tick). A version being delivered right now is left alone; the next call queues the newer words."""
+    now = database_now(session)
+    table = OutboxMessage.__table__
+    builder = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    values = dict(key=key, subject=subject, kind=kind, channel=channel, text=text, blocks=blocks, payload=payload,
+                  status=OWED, attempts=0, next_attempt_at=now, created_at=now)
+    session.execute(builder(table).values(**values).on_conflict_do_update(
+        index_elements=["key"], where=table.c.status != CLAIMED,
+        set_=dict(text=text, blocks=blocks, payload=payload, status=OWED, attempts=0, next_attempt_at=now,
+                  last_error=None)))
 
 
 @dataclass
@@ -363,9 +397,9 @@ def deliver_due(services, *, subject: str | None = None, now: datetime | None = 
     """Delivers the queued rows that are due, oldest first; per subject in id order, a row that fails holds the
     later rows of its subject back (a thread keeps its order). Due means: owed and its next attempt has come,
     or claimed by a process that died (claim stale)."""
-    now = now or utcnow()
     stats = DeliveryStats(errors=[])
     with services.store.session() as s:
+        now = now or database_now(s)
         query = select(OutboxMessage.id, OutboxMessage.subject, OutboxMessage.status, OutboxMessage.next_attempt_at,
                        OutboxMessage.claimed_at).where(OutboxMessage.status.in_((OWED, CLAIMED)))
         if subject is not None:
@@ -402,8 +436,8 @@ def deliver_due(services, *, subject: str | None = None, now: datetime | None = 
 
 def deliver_one(services, row_id: int, *, now: datetime | None = None) -> str | None:
     """Delivers one queued row. Returns POSTED, DROPPED, None (someone else holds it) or the failure's text."""
-    now = now or utcnow()
     with services.store.session() as s:
+        now = now or database_now(s)
         row = s.get(OutboxMessage, row_id)
         if row is None or row.status not in (OWED, CLAIMED):
             return POSTED if row is not None and row.status == POSTED else None
@@ -420,8 +454,11 @@ def deliver_one(services, row_id: int, *, now: datetime | None = None) -> str | 
         s.expunge(row)
     try:
         if row.kind == POST:
+            channel, thread_ts = row.channel, row.thread_ts
+            if channel is None:
+                channel, thread_ts = _thread_of(services, row)
             ts = _send(services, QUEUE, {"key": row.key}, dict(
-                channel=row.channel, thread_ts=row.thread_ts, text=row.text, blocks=row.blocks,
+                channel=channel, thread_ts=thread_ts, text=row.text, blocks=row.blocks,
                 broadcast=row.broadcast), stale_since)
         else:
             ts = DELIVERERS[row.kind](services, row)
@@ -437,6 +474,19 @@ def deliver_one(services, row_id: int, *, now: datetime | None = None) -> str | 
     return POSTED
 
 
+def _thread_of(services, row: OutboxMessage) -> tuple[str, str | None]:
+    """Where a post queued without a channel goes: its subject's thread, recorded on the row (so a claim taken
+    over later looks for it there). Refused, to be tried again, while that thread is not open."""
+    resolver = THREADS.get(row.subject.split(":", 1)[0])
+    place = resolver(services, row) if resolver is not None else None
+    if place is None:
+        raise Refused(f"message {row.key} waits for its thread to be opened", permanent=False)
+    with services.store.session() as s:
+        s.execute(update(OutboxMessage).where(OutboxMessage.id == row.id, OutboxMessage.channel.is_(None))
+                  .values(channel=place[0], thread_ts=place[1]))
+    return place
+
+
 def _failed(services, row: OutboxMessage, exc: Exception, now: datetime) -> str:
     """Schedules the next attempt (capped back-off). Slack being down or busy is waited out however long it
     lasts; a refusal that will not change, or a failure of our own, is given up after MAX_REFUSALS attempts."""
@@ -445,7 +495,8 @@ def _failed(services, row: OutboxMessage, exc: Exception, now: datetime) -> str:
     else:
         log.warning("outbox: delivering %s failed", row.key, exc_info=exc)
         what = f"{type(exc).__name__}: {exc}"
-    transient = isinstance(exc, Unsure) or (isinstance(exc, Refused) and not exc.permanent)
+    transient = isinstance(exc, Unsure) or (isinstance(exc, Refused) and not exc.permanent) \
+        or row.kind in NEVER_GIVEN_UP
     give_up = not transient and row.attempts >= MAX_REFUSALS
     wait = min(BACKOFF * 2 ** max(0, min(row.attempts, 20) - 1), BACKOFF_CAP)
     values: dict[str, Any] = dict(last_error=what[:2000], next_attempt_at=now + wait)

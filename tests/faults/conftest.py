@@ -151,6 +151,74 @@ class TrickleServer:
         self._server.server_close()
 
 
+class HangingSlack:
+    """The Slack emulator behind a proxy that, while hanging, reads each request and never answers: every
+    client waits out its own timeout, as when Slack (or the network to it) stalls. When released, the held
+    connections are closed unanswered and later calls pass through."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self._hanging = threading.Event()
+        self._released = threading.Event()
+        self.held = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy._hanging.is_set():
+                    proxy.held += 1
+                    proxy._released.wait(300)
+                    self.close_connection = True
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection", "accept-encoding")}
+                answer = requests.post(proxy.upstream + self.path, data=raw, headers=headers, timeout=30)
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+
+    def hang(self) -> None:
+        self._released.clear()
+        self._hanging.set()
+
+    def release(self) -> None:
+        self._hanging.clear()
+        self._released.set()
+
+    def start(self) -> "HangingSlack":
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def hanging_slack(slack):
+    proxy = HangingSlack(slack.url).start()
+    yield proxy
+    proxy.stop()
+
+
 @pytest.fixture
 def trickle():
     server = TrickleServer().start()
@@ -201,5 +269,5 @@ def scrape(url: str) -> str:
     return requests.get(url + "/metrics", timeout=5).text
 
 
-__all__ = ["WorkerProcess", "TrickleServer", "start_rollout", "evidence_minutes", "put_bad_evidence", "utc_now", "metric_value",
+__all__ = ["WorkerProcess", "TrickleServer", "HangingSlack", "start_rollout", "evidence_minutes", "put_bad_evidence", "utc_now", "metric_value",
            "scrape", "free_port", "timedelta", "put_traffic", "weights"]

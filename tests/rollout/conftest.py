@@ -75,10 +75,37 @@ class Traffic:
             put_traffic(self.endpoint, variant, start, n, e5, e4)
 
 
+def deliver_all(services, later: timedelta = timedelta(0)) -> list[str]:
+    """What the worker's delivery jobs do beside the controller, `later` from now (past every back-off when
+    it is long enough): the Slack outbox, PagerDuty, then the pages' Slack part. A job that fails is reported,
+    as the worker logs it, and the others still run. Returns the failures."""
+    import importlib
+
+    from bot.slack import outbox
+    from bot.store.base import utcnow
+
+    failures = []
+    at = utcnow() + later
+    try:
+        outbox.deliver_due(services, now=at)
+    except Exception as exc:  # noqa: BLE001 - the worker's job loop catches everything too
+        failures.append(f"outbox: {type(exc).__name__}: {exc}")
+    for name in ("pagerduty_delivery", "page_escalation"):
+        try:
+            job = importlib.import_module(f"jobs.{name}")  # here, so this file loads on an older design too
+        except ImportError:
+            continue
+        try:
+            job.run_once(services, now=at)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    return failures
+
+
 def run_ticks(services, traffic: Traffic | None, start: datetime, ticks: int, every: int = 10,
               stop=lambda: False) -> datetime:
     """Each tick: traffic for the next `every` minutes at the split the endpoint has now, then a controller
-    pass at the end of them. Returns the virtual time reached."""
+    pass at the end of them, then the worker's delivery jobs. Returns the virtual time reached."""
     from jobs import rollout_controller
 
     now = start
@@ -87,6 +114,7 @@ def run_ticks(services, traffic: Traffic | None, start: datetime, ticks: int, ev
             traffic.write(now, every)
         now += timedelta(minutes=every)
         rollout_controller.tick(services, now)
+        deliver_all(services)
         if stop():
             break
     return now
