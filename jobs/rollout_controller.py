@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.integrations import cloudwatch
-from bot.rollouts import executor, notices, service
+from bot.rollouts import executor, judgement_history, notices, service
 from bot.rollouts import tables as store
 from bot.rollouts.judgement import Counts, judge
 from bot.rollouts.plans import plan_finish_bake, plan_judgement
@@ -133,19 +133,21 @@ def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_
         stats.cloudwatch_calls += result.calls
         for error in sorted(set(result.failed.values())):
             stats.problems.append(error)
+        # The judgement bets, tick by tick, on what the earlier ticks showed: it needs them all (one query).
+        history = judgement_history.earlier_ticks(services, [r.id for r in group if r.id in result.counts])
         for r in group:
             counts = result.counts.get(r.id)
             if counts is None:
                 stats.counts["not judged"] += 1
                 continue
             try:
-                _judge_one(services, r, counts, now, stats)
+                _judge_one(services, r, counts, now, stats, history=history.get(r.id, ()))
             except Exception as exc:
                 log.exception("rollout %s: judging failed", r.id)
                 stats.problems.append(f"rollout {r.id}: {type(exc).__name__}: {exc}")
 
 
-def _judge_one(services, r, counts, now: datetime, stats: TickStats) -> None:
+def _judge_one(services, r, counts, now: datetime, stats: TickStats, history=()) -> None:
     model = services.registry.get(r.model)
     if model is None:
         stats.counts["not judged"] += 1
@@ -160,7 +162,7 @@ def _judge_one(services, r, counts, now: datetime, stats: TickStats) -> None:
     timer = r.when("timer_started_at") or r.when("step_started_at")
     # A paused rollout is judged only for a rollback: its clock does not run towards another pause.
     minutes = 0.0 if r.state == RolloutState.PAUSED else max(0.0, (now - timer).total_seconds() / 60)
-    decision = judge(stable, candidate, settings, minutes)
+    decision = judge(stable, candidate, settings, minutes, step=r.step_index, steps=r.steps, history=history)
     plan = plan_judgement(r, settings, decision, stable, candidate, now)
     if plan is None:
         # Paused: the history is kept, but the step's message is not edited to "shift" while a human holds it.

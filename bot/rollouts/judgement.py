@@ -1,25 +1,21 @@
-"""The rollout judgement: shift, wait, roll back or pause, from error counts since the step began.
+"""The rollout judgement: shift, wait, roll back or pause, from the counts each tick of the rollout saw.
 
-Pure and fast: no I/O, and the maths runs on numpy arrays so that `judge()` (one rollout) and
-`judge_vector()` (thousands of simulated rollouts in bench/judgement.py) share one implementation.
+Pure and fast: no I/O, and the maths runs on numpy arrays, so `judge()` (one rollout, its earlier ticks read
+back from rollout_events) and `judge_vector()` (thousands of simulated rollouts in bench/judgement.py) share
+one implementation. docs/judgement.md has the method, its assumptions and the measured figures.
 
-Method (docs/judgement.md has the derivation, references and measured figures):
-
-* Roll back: an e-process on the error counts. Given the total errors n = e_c + e_s of one type, under
-  "candidate no worse" each error comes from the candidate with probability at most pi = w_c / (w_c + w_s)
-  (w = requests of each variant). Under relative risk rho it does with p_rho = rho*pi / (1 + (rho-1)*pi).
-  The likelihood ratio of the observed split, mixed over rho in RELATIVE_RISKS with PRIOR_WEIGHTS, is an
-  e-process, so checking it on every tick does not inflate the false-rollback rate (Ville's inequality).
-  Valid at any sample size, hence allowed to roll back before min_requests. alpha is split 3:1 between
-  5XX and 4XX.
-* Shift: a time-uniform confidence sequence on (candidate rate - stable rate), one-sided normal mixture
-  (Robbins; Howard et al. 2021) in the asymptotic form of Waudby-Smith et al. (time-uniform CLT) with a
-  score-type (Wilson) variance, each bound at level alpha/2 per error type; shift when the upper bound is
-  below the margin for 5XX and 4XX.
-
-Assumption: within one step the traffic weights are constant, so the candidate's share of requests is
-(nearly) constant and the cumulative formula equals the product of per-tick likelihood ratios. Counts
-restart at every step; alpha therefore bounds false rollbacks per step (see docs/judgement.md).
+* Roll back when the rollout's e-process against "the candidate's 5XX and 4XX rates are no higher than the
+  stable's" reaches 1/alpha (bot/rollouts/error_tests.py). One bound per rollout: alpha is spent across the
+  judged steps. Step 1's e-process gets FIRST_STEP_SHARE of it and runs on through every later step; each later
+  step starts an e-process of its own with an equal part of the rest. Their weighted sum, with the parts of
+  steps not yet begun counted at their starting value 1, is one supermartingale for the whole rollout, so
+  the chance of any false rollback in the rollout is at most alpha. 5XX and 4XX share it ALPHA_SHARE_5XX to
+  ALPHA_SHARE_4XX. With `latency_margin` set, LATENCY_SHARE of alpha goes to the latency test instead
+  (bot/rollouts/latency_test.py), spent over the steps in the same shares.
+* Shift when, for each error type, the e-process against "the candidate is worse by at least `margin`"
+  reaches 1/alpha, both variants have `min_requests`, and (with `latency_margin`) latency is shown to be
+  within its margin. A false shift needs every one of these tests to be wrong, so alpha bounds it per step.
+* Pause after `max_step_minutes` without either; wait otherwise.
 """
 
 from __future__ import annotations
@@ -27,39 +23,31 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-# Alternatives the rollback test is built to detect quickly, and their prior weights. The weights minimise
-# the worst-case slowdown against a test that knows the true relative risk, over regressions of 1.5x-3x
-# (about 1.2x, docs/judgement.md): those take tens of thousands of requests to show, so that is where the
-# weights matter. Beyond 3x a regression shows within a few thousand requests whatever its weight (a weight
-# of 0.04 instead of 0.25 costs about two errors at 10x); below 1.5x it sits inside any sensible margin.
-RELATIVE_RISKS: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
-PRIOR_WEIGHTS: tuple[float, ...] = (0.02, 0.38, 0.25, 0.25, 0.06, 0.04)
+from bot.rollouts import error_tests, latency_test
+from bot.rollouts.judgement_text import reason
+from bot.rollouts.error_tests import PRIOR_WEIGHTS, RELATIVE_RISKS  # noqa: F401 -- documented constants
 
-# Share of the false-rollback budget alpha spent on each error type. Subtle regressions (1.5x-2x) are where
-# the budget matters, and those are typically 5XX (timeouts, memory pressure); a model that breaks its input
-# contract floods 4XX and is caught within a few errors at any threshold (1/(0.25*alpha) costs about one
-# more error than 1/(0.5*alpha) at 10x). Equal shares would make a 2x 5XX regression take ~10% longer
-# (bench/judgement.py prints both).
-ALPHA_SHARE_5XX = 0.75
-ALPHA_SHARE_4XX = 0.25
-
-# The confidence sequence's mixing variance is tuned to be tightest at this many requests (both variants
-# together); from 10k to 1M requests the width stays within ~8% of the narrowest any tuning gives at that n
-# (alpha 0.01). Below ~5k requests it is wider on purpose: counts that small should not shift anything.
-CS_TUNED_REQUESTS = 50_000.0
+# Step 1 carries most of the false-rollback budget: a bad candidate is usually bad from its first request, and
+# step 1 is where catching it hurts fewest users. Its e-process keeps running in later steps, so a subtle
+# regression that passed step 1 keeps adding evidence; each later step's fresh e-process (for a regression
+# that shows only under more traffic) starts with an equal part of the remaining 10%.
+FIRST_STEP_SHARE = 0.9
+# Subtle regressions (1.5x-2x), where the budget matters, are typically 5XX (timeouts, memory pressure); a
+# model that breaks its input contract floods 4XX and shows within a few errors at any threshold.
+ALPHA_SHARE_5XX = 0.9
+ALPHA_SHARE_4XX = 1.0 - ALPHA_SHARE_5XX
+LATENCY_SHARE = 0.2  # of alpha, when the model's latency_margin is set
 
 _LOG_CAP = 700.0  # exp(700) ~ 1e304: e-values stay finite floats whatever the counts
 
-_LOG_RISKS = np.log(np.asarray(RELATIVE_RISKS))
-_LOG_WEIGHTS = np.log(np.asarray(PRIOR_WEIGHTS) / sum(PRIOR_WEIGHTS))
-
 
 class JudgementSettings(Protocol):
-    """What the judgement reads from a model's rollout settings (bot.registry.RolloutSettings fits)."""
+    """What the judgement reads from a model's rollout settings (bot.registry.RolloutSettings fits);
+    `steps` and `latency_margin` are optional (one judged step; latency not judged)."""
 
     min_requests: int
     margin: float
@@ -75,18 +63,51 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """ModelLatency of both variants per minute since the step began (Sum and SampleCount, minute by minute,
+    aligned: the same minute at the same index)."""
+
+    stable_sum: tuple[float, ...]
+    stable_count: tuple[float, ...]
+    candidate_sum: tuple[float, ...]
+    candidate_count: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class StepTicks:
+    """The counts the controller's earlier ticks saw in one step of this rollout, oldest first."""
+
+    step: int
+    stable: tuple[Counts, ...]
+    candidate: tuple[Counts, ...]
+
+
+@dataclass(frozen=True)
 class Evidence:
     stable_rate_5xx: float
     candidate_rate_5xx: float
     stable_rate_4xx: float
     candidate_rate_4xx: float
     diff_5xx: float  # candidate - stable point estimate
-    interval_5xx: tuple[float, float]  # anytime-valid (1 - alpha) confidence sequence on the difference of rates
-    interval_4xx: tuple[float, float]
-    statistic_5xx: float  # e-value for "candidate worse", times the share of alpha spent on this error type
+    # Anytime-valid upper bounds on candidate rate - stable rate (level alpha): below the margin exactly when
+    # the shift test for that error type is passed.
+    upper_5xx: float
+    upper_4xx: float
+    statistic_5xx: float  # each type's part of the rollout's evidence against the candidate
     statistic_4xx: float
-    threshold: float  # 1/alpha: a statistic at or above it rolls back
+    statistic: float  # the whole of it (with the starting value of steps not yet begun): rolls back at threshold
+    threshold: float  # 1 / (alpha spent on error rates)
+    shift_statistic_5xx: float  # evidence that the candidate is not worse by the margin; shifts at shift_threshold
+    shift_statistic_4xx: float
+    shift_threshold: float  # 1 / alpha
+    step: int  # which step the counts belong to (0-based)
     reason: str  # one sentence for Slack
+    latency_stable: float | None = None  # mean ModelLatency over the minutes judged (microseconds)
+    latency_candidate: float | None = None
+    latency_minutes: int = 0
+    latency_statistic: float | None = None  # evidence the candidate is slower than the margin allows
+    latency_threshold: float | None = None
+    latency_shift_statistic: float | None = None  # evidence it is within the margin; shifts at shift_threshold
 
 
 class Action(str, Enum):
@@ -100,136 +121,121 @@ class Action(str, Enum):
 class Decision:
     action: Action
     evidence: Evidence
-    failing: str | None = None  # "5xx" / "4xx" when rolling back, else None
+    failing: str | None = None  # "5xx" / "4xx" / "latency" when rolling back, else None
 
 
 # Action codes of the vectorised path, index into ACTIONS.
 WAIT, SHIFT, ROLLBACK, PAUSE = 0, 1, 2, 3
 ACTIONS = (Action.WAIT, Action.SHIFT, Action.ROLLBACK, Action.PAUSE)
-FAILING = (None, "5xx", "4xx")
+FAILING = (None, "5xx", "4xx", "latency")
 
 
 class VectorJudgement(NamedTuple):
-    action: np.ndarray  # int8 codes WAIT/SHIFT/ROLLBACK/PAUSE
-    failing: np.ndarray  # int8: 0 none, 1 5xx, 2 4xx
-    log_evalue_5xx: np.ndarray  # log of the mixture e-value, before the alpha share
-    log_evalue_4xx: np.ndarray
-    lower_5xx: np.ndarray
-    upper_5xx: np.ndarray
-    lower_4xx: np.ndarray
-    upper_4xx: np.ndarray
+    action: np.ndarray  # int8 codes WAIT/SHIFT/ROLLBACK/PAUSE, per tick
+    failing: np.ndarray  # int8: 0 none, 1 5xx, 2 4xx, 3 latency
+    log_rollback: np.ndarray  # log of the rollout's evidence against the candidate (statistic)
+    log_rollback_5xx: np.ndarray  # log of each type's part of it
+    log_rollback_4xx: np.ndarray
+    log_shift_5xx: np.ndarray  # log of the shift tests' e-processes
+    log_shift_4xx: np.ndarray
+    log_latency_worse: np.ndarray  # log evidence the candidate is slower than the margin allows (0 when off)
+    log_latency_within: np.ndarray
 
 
-def log_evalue_vector(candidate_errors, candidate_requests, stable_errors, stable_requests) -> np.ndarray:
-    """log of the mixture e-value for "candidate error rate > stable error rate", elementwise.
+# ---- spending alpha over the steps ---------------------------------------------------------------------
 
-    log LR_rho = e_c log(rho) - n log(1 + (rho - 1) pi): the binomial likelihood ratio of the candidate's
-    share of the n errors, p_rho against pi. At most 0 whenever the candidate's observed rate is not above
-    the stable one (Jensen), and increasing in e_c.
-    """
-    ec = np.asarray(candidate_errors, dtype=float)
-    wc = np.asarray(candidate_requests, dtype=float)
-    es = np.asarray(stable_errors, dtype=float)
-    ws = np.asarray(stable_requests, dtype=float)
-    total = wc + ws
-    pi = np.divide(wc, total, out=np.zeros(np.broadcast(wc, total).shape), where=total > 0)
-    n = ec + es
-    log_lr = (_LOG_WEIGHTS.reshape((-1,) + (1,) * pi.ndim)
-              + ec * _LOG_RISKS.reshape((-1,) + (1,) * pi.ndim)
-              - n * np.log1p((np.asarray(RELATIVE_RISKS) - 1.0).reshape((-1,) + (1,) * pi.ndim) * pi))
-    return np.logaddexp.reduce(log_lr, axis=0)
+def judged_steps(steps: Sequence[float] | None) -> int:
+    """Steps below 100% are judged; the 100% step is the bake, with nothing left to compare."""
+    return max(1, sum(1 for s in steps if s < 100)) if steps else 1
 
 
-def _cs_radius_factor(total_requests: np.ndarray, alpha_side: float) -> np.ndarray:
-    """g(N): the one-sided bound is diff_hat + g(N) * sqrt(v), v the variance of diff_hat, level alpha_side.
-
-    One-sided normal mixture over lambda >= 0 with precision rho (in units of requests) on the standardised
-    sum: 2 sqrt(rho/(N+rho)) exp(x^2/2) Phi(x) >= 1/alpha_side, x = S/sqrt(N+rho). Solved conservatively:
-    x0^2 = 2 log(1/(2 alpha_side)) + log(1 + N/rho), then x^2 = x0^2 - 2 log(1 - phi(x0)/x0) (Mills ratio).
-    """
-    a = 2.0 * math.log(1.0 / (2.0 * alpha_side))
-    u = a + math.log1p(a)
-    u = a + math.log1p(u)  # fixed point of u = a + log(1 + u): rho = N*/u minimises g at N*
-    rho = CS_TUNED_REQUESTS / u
-    n = np.maximum(np.asarray(total_requests, dtype=float), 1.0)
-    x0_sq = a + np.log1p(n / rho)
-    x0 = np.sqrt(x0_sq)
-    mills = np.exp(-0.5 * x0_sq) / (math.sqrt(2.0 * math.pi) * x0)
-    x_sq = x0_sq - 2.0 * np.log1p(-np.minimum(mills, 0.5))
-    return np.sqrt(x_sq * (1.0 + rho / n))
+def step_shares(steps: int) -> np.ndarray:
+    """The share of the rollout's alpha each judged step's e-process starts with (sums to 1)."""
+    if steps <= 1:
+        return np.ones(1)
+    return np.array([FIRST_STEP_SHARE] + [(1.0 - FIRST_STEP_SHARE) / (steps - 1)] * (steps - 1))
 
 
-def _score_radius(moving_errors, moving_requests, other_variance, g):
-    """How far a bound lies from the point estimate, score-style (Wilson): the variance of the variant whose
-    rate moves towards the bound is evaluated at the bound, not at its observed rate.
-
-    Solves x^2 = g^2 [(p + x)(1 - p - x)/n + other_variance] for x >= 0, p = errors/n. A plug-in variance
-    would say a candidate with 0 errors in 700 requests has (almost) no variance, and shift it past a 0.2 pp
-    margin although its true rate may well be 0.7%; at the bound that variance is of a 2-3% rate instead.
-    The bound p + x increases with the errors (as Wilson's does), which makes SHIFT monotone.
-    """
-    n = np.maximum(moving_requests, 1.0)
-    p = moving_errors / n
-    g2n = g * g / n
-    half_b = 0.5 * g2n * (1.0 - 2.0 * p)
-    c = g * g * (p * (1.0 - p) / n + other_variance)
-    return (half_b + np.sqrt(half_b * half_b + (1.0 + g2n) * c)) / (1.0 + g2n)
+def _reserve(step: int, steps: int) -> float:
+    """The starting value 1, weighted, of the e-processes of steps not begun yet."""
+    return float(step_shares(steps)[min(step, steps - 1) + 1:].sum())
 
 
-def _fixed_variance(errors, requests):
-    """Variance of the rate that stays put, with one pseudo-error in two pseudo-requests so a variant with no
-    errors yet is not treated as known exactly."""
-    p = (errors + 1.0) / (requests + 2.0)
-    return p * (1.0 - p) / np.maximum(requests, 1.0)
+def initial_carry(steps: int, shape: tuple[int, ...] = ()) -> np.ndarray:
+    """What the rollback e-processes start with at step 1: log carry per error type and relative risk."""
+    return np.full(shape + (2, len(RELATIVE_RISKS)), math.log(step_shares(steps)[0]))
 
 
-def confidence_sequence_vector(candidate_errors, candidate_requests, stable_errors, stable_requests,
-                               alpha_side: float) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) time-uniform bounds on candidate rate - stable rate, each at level alpha_side.
+def carry_after(stable_requests, stable_5xx, stable_4xx, candidate_requests, candidate_5xx, candidate_4xx, *,
+                carry: np.ndarray, step: int, steps: int, end=None) -> np.ndarray:
+    """The carry into step + 1, given the cumulative counts of step `step` (last axis: ticks) up to tick index
+    `end` (per rollout; default the last tick): the running e-processes multiply by what this step showed, and
+    the next step's own e-process joins with its share."""
+    out = []
+    for kind, (ce, se) in enumerate(((candidate_5xx, stable_5xx), (candidate_4xx, stable_4xx))):
+        lr = error_tests.rollback_log_lr(error_tests.ticks(candidate_requests, ce, stable_requests, se))
+        if lr.shape[-1] == 0:
+            at_end = np.zeros(lr.shape[:-1])
+        elif end is None:
+            at_end = lr[..., -1]
+        else:
+            index = np.broadcast_to(np.asarray(end), lr.shape[1:-1])[None, ..., None]
+            at_end = np.take_along_axis(lr, np.broadcast_to(index, lr.shape[:-1] + (1,)), axis=-1)[..., 0]
+        out.append(np.moveaxis(at_end, 0, -1) + carry[..., kind, :])  # (..., K)
+    ran = np.stack(out, axis=-2)
+    shares = step_shares(steps)
+    if step + 1 < steps:
+        ran = np.logaddexp(ran, math.log(shares[step + 1]))
+    return ran
 
-    Asymptotically valid (time-uniform CLT) with score-type variances for small counts; clipped to
-    [-1, 1]; (-1, 1) while a variant has no requests.
-    """
-    ec = np.asarray(candidate_errors, dtype=float)
-    wc = np.asarray(candidate_requests, dtype=float)
-    es = np.asarray(stable_errors, dtype=float)
-    ws = np.asarray(stable_requests, dtype=float)
-    diff = ec / np.maximum(wc, 1.0) - es / np.maximum(ws, 1.0)
-    g = _cs_radius_factor(wc + ws, alpha_side)
-    upper = diff + _score_radius(ec, wc, _fixed_variance(es, ws), g)  # worst case: candidate higher
-    lower = diff - _score_radius(es, ws, _fixed_variance(ec, wc), g)  # worst case: stable higher
-    empty = (wc <= 0) | (ws <= 0)
-    lower = np.where(empty, -1.0, np.clip(lower, -1.0, 1.0))
-    upper = np.where(empty, 1.0, np.clip(upper, -1.0, 1.0))
-    return lower, upper
 
+# ---- the decision rule -----------------------------------------------------------------------------------
 
 def judge_vector(stable_requests, stable_5xx, stable_4xx, candidate_requests, candidate_5xx, candidate_4xx, *,
-                 min_requests: float, margin: float, alpha: float, minutes_in_step=0.0,
-                 max_step_minutes: float = math.inf,
+                 min_requests: float, margin: float, alpha: float, step: int = 0, steps: int = 1,
+                 carry: np.ndarray | None = None, minutes_in_step=0.0, max_step_minutes: float = math.inf,
+                 latency: latency_test.LatencyStats | None = None,
                  alpha_share_5xx: float = ALPHA_SHARE_5XX) -> VectorJudgement:
-    """The decision rule on arrays of cumulative counts (any broadcastable shapes); judge() is this on
-    scalars. Inputs are assumed valid (see validate_counts)."""
-    ws = np.asarray(stable_requests, dtype=float)
-    wc = np.asarray(candidate_requests, dtype=float)
-    le5 = log_evalue_vector(candidate_5xx, wc, stable_5xx, ws)
-    le4 = log_evalue_vector(candidate_4xx, wc, stable_4xx, ws)
-    log_threshold = math.log(1.0 / alpha)
-    stat5 = le5 + math.log(alpha_share_5xx)
-    stat4 = le4 + math.log(1.0 - alpha_share_5xx)
-    worse5 = stat5 >= log_threshold
-    worse4 = stat4 >= log_threshold
-    rollback = worse5 | worse4
-    # Both crossing: name the one with the stronger evidence.
-    failing = np.where(rollback, np.where((worse5 & (stat5 >= stat4)) | ~worse4, 1, 2), 0).astype(np.int8)
+    """The decision rule at every tick of the current step. Counts are cumulative since the step began, along
+    the last axis (ticks, oldest first; leading axes: independent rollouts); `carry` is what earlier steps left
+    (carry_after); `latency` (latency_test.stats, with the margin applied) broadcasts against the ticks.
+    judge() is this on one rollout's path. Inputs are assumed valid (see validate_counts)."""
+    arrays = [np.atleast_1d(np.asarray(a, dtype=float)) for a in
+              (stable_requests, stable_5xx, stable_4xx, candidate_requests, candidate_5xx, candidate_4xx)]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    ns, s5, s4, nc, c5, c4 = (np.broadcast_to(a, shape) for a in arrays)
+    step = min(max(step, 0), steps - 1)
+    carry = initial_carry(steps) if carry is None else np.asarray(carry, dtype=float)
+    lat_share = LATENCY_SHARE if latency is not None else 0.0
+    alpha_errors = alpha * (1.0 - lat_share)
 
-    lo5, up5 = confidence_sequence_vector(candidate_5xx, wc, stable_5xx, ws, alpha / 2.0)
-    lo4, up4 = confidence_sequence_vector(candidate_4xx, wc, stable_4xx, ws, alpha / 2.0)
-    enough = (ws >= min_requests) & (wc >= min_requests)
-    shift = enough & (up5 < margin) & (up4 < margin)
+    t5, t4 = error_tests.ticks(nc, c5, ns, s5), error_tests.ticks(nc, c4, ns, s4)
+    m5 = error_tests.mixture(error_tests.rollback_log_lr(t5), carry[..., 0, :]) + math.log(alpha_share_5xx)
+    m4 = error_tests.mixture(error_tests.rollback_log_lr(t4), carry[..., 1, :]) + math.log(1.0 - alpha_share_5xx)
+    reserve = _reserve(step, steps)
+    log_rb = np.logaddexp(m5, m4)
+    if reserve > 0:
+        log_rb = np.logaddexp(log_rb, math.log(reserve))
+    rollback = log_rb >= math.log(1.0 / alpha_errors)
+    failing = np.where(rollback, np.where(m5 >= m4, 1, 2), 0)
+
+    shift5, shift4 = error_tests.shift_log_e(t5, margin), error_tests.shift_log_e(t4, margin)
+    log_alpha = math.log(1.0 / alpha)
+    enough = (ns >= min_requests) & (nc >= min_requests)
+    shift = enough & (shift5 >= log_alpha) & (shift4 >= log_alpha)
+
+    worse = within = np.zeros(shape)
+    if latency is not None:
+        worse, within = (np.broadcast_to(x, shape) for x in latency_test.directional(latency))
+        slow = worse >= math.log(1.0 / (alpha * lat_share * step_shares(steps)[step]))
+        failing = np.where(~rollback & slow, 3, failing)
+        rollback = rollback | slow
+        shift = shift & (within >= log_alpha)
+
     out_of_time = np.asarray(minutes_in_step, dtype=float) >= max_step_minutes
     action = np.where(rollback, ROLLBACK, np.where(shift, SHIFT, np.where(out_of_time, PAUSE, WAIT)))
-    return VectorJudgement(action.astype(np.int8), failing, le5, le4, lo5, up5, lo4, up4)
+    return VectorJudgement(action.astype(np.int8), failing.astype(np.int8), log_rb, m5, m4, shift5, shift4,
+                           worse, within)
 
 
 def validate_counts(name: str, c: Counts) -> None:
@@ -247,111 +253,100 @@ def validate_counts(name: str, c: Counts) -> None:
                              "the error and Invocations metrics do not cover the same period")
 
 
-def judge(stable: Counts, candidate: Counts, settings: JudgementSettings, minutes_in_step: float) -> Decision:
-    """Judge one rollout step from counts accumulated since the step began (monotone across calls)."""
+def _validate_latency(latency: Latency) -> None:
+    columns = (latency.stable_sum, latency.stable_count, latency.candidate_sum, latency.candidate_count)
+    if len({len(c) for c in columns}) != 1:
+        raise ValueError("latency minutes are not aligned: the four series have different lengths")
+    for column in columns:
+        for value in column:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"latency aggregates must be finite numbers >= 0, got {value!r}")
+
+
+def _plausible(path: list[np.ndarray]) -> bool:
+    ns, s5, s4, nc, c5, c4 = path
+    return bool(all(np.isfinite(a).all() and (a >= 0).all() for a in path)
+                and (s5 <= ns).all() and (s4 <= ns).all() and (c5 <= nc).all() and (c4 <= nc).all())
+
+
+def _path(ticks: Sequence[tuple[Counts, Counts]]) -> list[np.ndarray]:
+    return [np.array([getattr(c, f) for c in column], dtype=float)
+            for column in (tuple(s for s, _ in ticks), tuple(c for _, c in ticks))
+            for f in ("requests", "errors_5xx", "errors_4xx")]
+
+
+def judge(stable: Counts, candidate: Counts, settings: JudgementSettings, minutes_in_step: float, *,
+          step: int = 0, steps: Sequence[float] | None = None, history: Sequence[StepTicks] = (),
+          latency: Latency | None = None) -> Decision:
+    """Judge one rollout at a tick: `stable` and `candidate` are the counts since step `step` began, `history`
+    what the earlier ticks of this rollout saw (any steps; their order within a step is kept), `steps` the
+    rollout's traffic steps (default: the settings'), `latency` this step's ModelLatency minutes (judged when
+    the settings have a latency_margin)."""
     validate_counts("stable", stable)
     validate_counts("candidate", candidate)
     if not math.isfinite(minutes_in_step) and minutes_in_step != math.inf:
         raise ValueError(f"minutes_in_step must be a number, got {minutes_in_step!r}")
-    v = judge_vector(stable.requests, stable.errors_5xx, stable.errors_4xx,
-                     candidate.requests, candidate.errors_5xx, candidate.errors_4xx,
-                     min_requests=settings.min_requests, margin=settings.margin, alpha=settings.alpha,
-                     minutes_in_step=minutes_in_step, max_step_minutes=settings.max_step_minutes)
-    action = ACTIONS[int(v.action)]
-    failing = FAILING[int(v.failing)]
-    stat5 = _evalue(float(v.log_evalue_5xx) + math.log(ALPHA_SHARE_5XX))
-    stat4 = _evalue(float(v.log_evalue_4xx) + math.log(ALPHA_SHARE_4XX))
+    count = judged_steps(steps if steps is not None else getattr(settings, "steps", None))
+    step = min(max(int(step), 0), count - 1)
+    by_step: dict[int, list[tuple[Counts, Counts]]] = {}
+    for h in history:
+        ticks = list(zip(h.stable, h.candidate))
+        if ticks and not _plausible(_path(ticks)):  # one check for the lot; the culprit named when it fails
+            for s, c in ticks:
+                validate_counts(f"step {h.step + 1} stable", s)
+                validate_counts(f"step {h.step + 1} candidate", c)
+        by_step.setdefault(min(max(int(h.step), 0), count - 1), []).extend(ticks)
+    carry = initial_carry(count)
+    for earlier in range(step):
+        carry = carry_after(*_path(by_step.get(earlier, [])), carry=carry, step=earlier, steps=count)
+    current = by_step.get(step, []) + [(stable, candidate)]
+    ns, s5, s4, nc, c5, c4 = _path(current)
+
+    latency_margin = getattr(settings, "latency_margin", None)
+    lat = None
+    if latency_margin is not None:
+        latency = latency or Latency((), (), (), ())
+        _validate_latency(latency)
+        lat = latency_test.stats(latency.stable_sum, latency.stable_count, latency.candidate_sum,
+                                 latency.candidate_count, latency_margin)
+    v = judge_vector(ns, s5, s4, nc, c5, c4, min_requests=settings.min_requests, margin=settings.margin,
+                     alpha=settings.alpha, step=step, steps=count, carry=carry, minutes_in_step=minutes_in_step,
+                     max_step_minutes=settings.max_step_minutes, latency=lat)
+    action, failing = ACTIONS[int(v.action[-1])], FAILING[int(v.failing[-1])]
+    t5, t4 = error_tests.ticks(nc, c5, ns, s5), error_tests.ticks(nc, c4, ns, s4)
+    both = error_tests.Ticks(*(np.stack(f) for f in zip(t5, t4)))
+    upper = error_tests.upper_bound(both, settings.alpha, settings.margin)
     rates = (_rate(stable.errors_5xx, stable.requests), _rate(candidate.errors_5xx, candidate.requests),
              _rate(stable.errors_4xx, stable.requests), _rate(candidate.errors_4xx, candidate.requests))
-    interval5 = (float(v.lower_5xx), float(v.upper_5xx))
-    interval4 = (float(v.lower_4xx), float(v.upper_4xx))
-    facts = _Facts(stable, candidate, settings, minutes_in_step, rates, interval5, interval4, stat5, stat4)
-    evidence = Evidence(
+    lat_share = LATENCY_SHARE if lat is not None else 0.0
+    values = dict(
         stable_rate_5xx=rates[0], candidate_rate_5xx=rates[1], stable_rate_4xx=rates[2], candidate_rate_4xx=rates[3],
-        diff_5xx=rates[1] - rates[0], interval_5xx=interval5, interval_4xx=interval4,
-        statistic_5xx=stat5, statistic_4xx=stat4, threshold=1.0 / settings.alpha,
-        reason=_reason(action, failing, facts),
-    )
+        diff_5xx=rates[1] - rates[0], upper_5xx=float(upper[0]), upper_4xx=float(upper[1]),
+        statistic_5xx=_evalue(v.log_rollback_5xx[-1]), statistic_4xx=_evalue(v.log_rollback_4xx[-1]),
+        statistic=_evalue(v.log_rollback[-1]), threshold=1.0 / (settings.alpha * (1.0 - lat_share)),
+        shift_statistic_5xx=_evalue(v.log_shift_5xx[-1]), shift_statistic_4xx=_evalue(v.log_shift_4xx[-1]),
+        shift_threshold=1.0 / settings.alpha, step=step)
+    if lat is not None:
+        values.update(
+            latency_stable=_finite(lat.stable_mean), latency_candidate=_finite(lat.candidate_mean),
+            latency_minutes=int(lat.minutes), latency_statistic=_evalue(v.log_latency_worse[-1]),
+            latency_threshold=1.0 / (settings.alpha * lat_share * step_shares(count)[step]),
+            latency_shift_statistic=_evalue(v.log_latency_within[-1]))
+    evidence = Evidence(reason="", **values)
+    evidence = Evidence(**{**values, "reason": reason(action.value, failing, evidence, stable, candidate, settings,
+                                                      minutes_in_step)})
     return Decision(action=action, evidence=evidence, failing=failing)
 
 
-def _evalue(log_value: float) -> float:
-    return math.exp(min(max(log_value, -_LOG_CAP), _LOG_CAP))
+def _evalue(log_value) -> float:
+    return math.exp(min(max(float(log_value), -_LOG_CAP), _LOG_CAP))
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _rate(errors: float, requests: float) -> float:
     return float(errors) / float(requests) if requests > 0 else 0.0
-
-
-# ---- the sentence a human reads in Slack ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Facts:
-    stable: Counts
-    candidate: Counts
-    settings: JudgementSettings
-    minutes: float
-    rates: tuple[float, float, float, float]
-    interval5: tuple[float, float]
-    interval4: tuple[float, float]
-    stat5: float
-    stat4: float
-
-
-def _pct(rate: float) -> str:
-    return "0%" if rate == 0 else f"{rate * 100:.3g}%"
-
-
-def _pp(x: float, sign: bool = True) -> str:
-    return f"{x * 100:+.2f}" if sign else f"{x * 100:.2f}"
-
-
-def _level(alpha: float) -> str:
-    return f"{(1 - alpha) * 100:.10g}% CS"
-
-
-def _count(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _evalue_text(e: float) -> str:
-    return f"{e:.3g}" if e < 1e6 else f"10^{math.log10(e):.0f}"
-
-
-def _kind(f: _Facts, kind: str, with_interval: bool = True) -> str:
-    stable_rate, cand_rate = (f.rates[0], f.rates[1]) if kind == "5xx" else (f.rates[2], f.rates[3])
-    lo, hi = f.interval5 if kind == "5xx" else f.interval4
-    text = f"{kind.upper()} rate candidate {_pct(cand_rate)} vs stable {_pct(stable_rate)}"
-    if with_interval:
-        text += (f" ({_pp(cand_rate - stable_rate)} pp, {_level(f.settings.alpha)} "
-                 f"[{_pp(lo)}, {_pp(hi)}] pp)")
-    return text
-
-
-def _reason(action: Action, failing: str | None, f: _Facts) -> str:
-    alpha, margin = f.settings.alpha, f.settings.margin
-    threshold = 1.0 / alpha
-    if action is Action.ROLLBACK:
-        stat = f.stat5 if failing == "5xx" else f.stat4
-        rest = _kind(f, "5xx" if failing == "4xx" else "4xx", with_interval=False)
-        return (f"{_kind(f, failing)}: candidate worse at alpha {alpha:g} "
-                f"(e-value {_evalue_text(stat)} >= {threshold:.3g}); {rest}")
-    if action is Action.SHIFT:
-        return (f"increase below the {_pp(margin, sign=False)} pp margin for both error types: "
-                f"{_kind(f, '5xx')}, {_kind(f, '4xx')}")
-    fewest = min(f.stable.requests, f.candidate.requests)
-    evidence = max(f.stat5, f.stat4)
-    if fewest < f.settings.min_requests:
-        status = (f"fewer than {f.settings.min_requests:,} requests per variant (candidate "
-                  f"{_count(f.candidate.requests)}, stable {_count(f.stable.requests)}); so far "
-                  f"{_kind(f, '5xx', with_interval=False)}, {_kind(f, '4xx', with_interval=False)}")
-    else:
-        blocking = [k for k, (_, hi) in (("5xx", f.interval5), ("4xx", f.interval4)) if hi >= margin]
-        status = (f"{', '.join(_kind(f, k) for k in ('5xx', '4xx'))}; "
-                  f"{' and '.join(k.upper() for k in blocking) or 'no'} upper bound not yet below the "
-                  f"{_pp(margin, sign=False)} pp margin, e-value {_evalue_text(evidence)} of "
-                  f"{threshold:.3g} needed to roll back")
-    if action is Action.PAUSE:
-        return (f"still undecided after {f.minutes:.0f} min (limit {f.settings.max_step_minutes:g} min), "
-                f"a human decides: {status}")
-    return status if fewest < f.settings.min_requests else f"inconclusive: {status}"

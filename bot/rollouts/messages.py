@@ -61,21 +61,33 @@ def counts_fields(r, stable, candidate) -> list[dict]:
     return [field("Stable", r.stable_variant, stable), field("Candidate", r.candidate_variant, candidate)]
 
 
+def latency_ms(microseconds) -> str:
+    """ModelLatency (microseconds) as milliseconds."""
+    return f"{microseconds / 1000:.3g} ms" if is_number(microseconds) else "–"
+
+
 def evidence_line(evidence, settings: RolloutSettings) -> str:
     if evidence is None:
         return ""
     get = evidence.get if isinstance(evidence, dict) else (lambda k, d=None: getattr(evidence, k, d))
+    def bound(kind: str) -> str:  # evidence from before issue 22 carries a two-sided interval instead
+        upper = get(f"upper_{kind}")
+        return f"upper bound {pp(upper)}" if is_number(upper) else f"interval {interval(get(f'interval_{kind}'))}"
+
     parts = [
         f"5XX {rate(get('stable_rate_5xx'))} → {rate(get('candidate_rate_5xx'))} "
-        f"(difference {pp(get('diff_5xx'))}, interval {interval(get('interval_5xx'))})",
-        f"4XX {rate(get('stable_rate_4xx'))} → {rate(get('candidate_rate_4xx'))} "
-        f"(interval {interval(get('interval_4xx'))})",
+        f"(difference {pp(get('diff_5xx'))}, {bound('5xx')})",
+        f"4XX {rate(get('stable_rate_4xx'))} → {rate(get('candidate_rate_4xx'))} ({bound('4xx')})",
         f"margin {pp(settings.margin)[1:]}",
     ]
+    if get("latency_minutes"):
+        parts.append(f"latency {latency_ms(get('latency_stable'))} → {latency_ms(get('latency_candidate'))} "
+                     f"over {get('latency_minutes')} min (margin +{(settings.latency_margin or 0):.0%})")
     threshold = get("threshold")
     s5, s4 = get("statistic_5xx"), get("statistic_4xx")
-    if is_number(threshold) and (is_number(s5) or is_number(s4)):
-        worst = max(v for v in (s5, s4) if is_number(v))
+    total = get("statistic")
+    if is_number(threshold) and (is_number(total) or is_number(s5) or is_number(s4)):
+        worst = total if is_number(total) else max(v for v in (s5, s4) if is_number(v))
         parts.append(f"evidence against the candidate {big(worst)} (rolls back at {threshold:.3g})")
     return " · ".join(parts)
 

@@ -348,14 +348,16 @@ def plan_resume(r: Rollout, settings: RolloutSettings, now: datetime, *, actor: 
 
 def plan_abort(r: Rollout, now: datetime, *, reason: str, actor: str | None = None) -> Plan:
     """The rollout ends without a verdict. Its candidate goes to weight 0 first: an aborted candidate must not
-    keep its share into whatever starts next."""
+    keep its share into whatever starts next. A rollout that never began moved no traffic: it changes none."""
     state = next_state(r.state, Event.ABORT)
     nxt = view(r, state=state, ended_reason=reason)
+    began = r.state != RolloutState.PENDING
     return Plan(
         kind="aborted",
         values=dict(state=state, active_model=None, ended_at=now, ended_by=actor, ended_reason=reason,
-                    target_weights={r.stable_variant: 1.0, r.candidate_variant: 0.0}, resume_state=None),
-        intent=Intent(kind="aborted", weights=True, updates=_close_pause(r, "Aborted."), parent=True,
+                    target_weights={r.stable_variant: 1.0, r.candidate_variant: 0.0} if began else None,
+                    resume_state=None),
+        intent=Intent(kind="aborted", weights=began, updates=_close_pause(r, "Aborted."), parent=True,
                       posts=[_thread_post("aborted", text.aborted_message(nxt, reason=reason))]),
         event=event_row(r, "aborted", now, state=state, step_index=r.step_index, actor=actor, reason=reason),
     )
@@ -387,9 +389,15 @@ def rollback_reason(r: Rollout, decision, alpha: float) -> str:
     keeps the judgement's full reasoning)."""
     ev = decision.evidence
     failing = (getattr(decision, "failing", None) or "5xx").lower()
+    if failing == "latency":
+        return (f"candidate `{r.candidate_variant}` mean latency {text.latency_ms(ev.latency_candidate)} vs stable "
+                f"{text.latency_ms(ev.latency_stable)} at {formatting.percent(r.percent)} of traffic: shown slower "
+                f"than the latency margin allows at α {alpha:g} (evidence {formatting.big(ev.latency_statistic)} "
+                f"≥ {ev.latency_threshold:g})")
     cand = getattr(ev, f"candidate_rate_{failing}", None)
     stab = getattr(ev, f"stable_rate_{failing}", None)
-    stat = getattr(ev, f"statistic_{failing}", None)
+    # The rollout's whole evidence when the judgement gives it (issue 22), else the failing type's.
+    stat = getattr(ev, "statistic", None) or getattr(ev, f"statistic_{failing}", None)
     why = (f"candidate `{r.candidate_variant}` {failing.upper()} rate {formatting.rate(cand)} "
            f"vs stable {formatting.rate(stab)} at {formatting.percent(r.percent)} of traffic: "
            f"shown worse at α {alpha:g}")
