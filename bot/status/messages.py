@@ -190,6 +190,49 @@ def production_variant(state: sagemaker.EndpointState) -> str | None:
     return max(state.variants, key=lambda v: v.current_weight).name
 
 
+# ---------------------------------------------------------------- endpoint health
+
+VARIANT_WORK = {"Creating": "starting", "Updating": "updating its capacity", "Deleting": "being removed",
+                "ActivatingTraffic": "turning on its traffic", "Baking": "baking (watching its rollback alarms)"}
+
+
+def _instances(v: sagemaker.Variant) -> str:
+    if v.instance_count is None and v.desired_instance_count is None:
+        return ""
+    have, want = v.instance_count or 0, v.desired_instance_count
+    if want is None or want == have:
+        return f"{have} instance{'s' if have != 1 else ''}"
+    return f"{have} of {want} instances"
+
+
+def variant_health(v: sagemaker.Variant) -> str:
+    """One variant's health: steady and its instances, or what SageMaker is doing to it and says about it."""
+    instances = _instances(v)
+    if v.statuses:
+        doing = "; ".join(f"*{escape(VARIANT_WORK.get(status, status))}*"
+                          + (f": {escape(cut(message, 300))}" if message else "") for status, message in v.statuses)
+        return f"`{escape(v.name)}` {doing}" + (f" ({instances})" if instances else "")
+    short = v.desired_instance_count is not None and (v.instance_count or 0) < v.desired_instance_count
+    if short:
+        return f":warning: `{escape(v.name)}` {instances} in service"
+    return f"`{escape(v.name)}` healthy" + (f", {instances}" if instances else "")
+
+
+def health_lines(st: sagemaker.EndpointState) -> list[str]:
+    """The endpoint's health for `/model status <model>`: each variant, and SageMaker's failure reason."""
+    lines = []
+    if st.variants:
+        lines.append("Health: " + " · ".join(variant_health(v) for v in st.variants))
+    if st.failure_reason:
+        reason = escape(cut(st.failure_reason, 1000))
+        if st.status == "Failed":
+            lines.append(f":rotating_light: SageMaker says endpoint `{escape(st.name)}` *failed*: {reason}")
+        else:  # an update failed and SageMaker went back to the config before it
+            lines.append(f":warning: SageMaker's last update of `{escape(st.name)}` failed: {reason} "
+                         f"(the endpoint is {escape(st.status)} on `{escape(st.config_name)}`)")
+    return lines
+
+
 def model_lines(status: ModelStatus) -> list[str]:
     m = status.model
     lines = []
@@ -197,6 +240,7 @@ def model_lines(status: ModelStatus) -> list[str]:
         st = status.endpoint
         lines.append(f"Endpoint `{st.name}` ({st.status}) in {m.region}; production: `{production_variant(st)}`")
         lines.append(f"Traffic: {split_line(st)}")
+        lines.extend(health_lines(st))
     else:
         lines.append(f":warning: {status.problem}")
     lines.append(f"Rollout: {status.rollout or 'none in progress'}")

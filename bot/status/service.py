@@ -61,11 +61,13 @@ def state_from_snapshot(row) -> sagemaker.EndpointState | None:
     variants = tuple(
         sagemaker.Variant(name=v["name"], current_weight=float(v.get("weight") or 0.0),
                           desired_weight=v.get("desired_weight"), instance_type=v.get("instance_type"),
-                          instance_count=v.get("instance_count"))
+                          instance_count=v.get("instance_count"), desired_instance_count=v.get("desired_instance_count"),
+                          statuses=tuple((st[0], st[1]) for st in v.get("statuses") or []))
         for v in row.variants or []
     )
     return sagemaker.EndpointState(name=row.endpoint, status=row.status or "Unknown",
-                                   config_name=row.config_name or "", variants=variants)
+                                   config_name=row.config_name or "", variants=variants,
+                                   failure_reason=row.failure_reason)
 
 
 def from_snapshot(services, model: Model) -> ModelStatus:

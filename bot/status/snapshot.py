@@ -117,7 +117,9 @@ class _Read:
 
 def _variants(state: sagemaker.EndpointState) -> list[dict]:
     return [{"name": v.name, "weight": v.current_weight, "desired_weight": v.desired_weight,
-             "instance_type": v.instance_type, "instance_count": v.instance_count} for v in state.variants]
+             "instance_type": v.instance_type, "instance_count": v.instance_count,
+             "desired_instance_count": v.desired_instance_count, "statuses": [list(st) for st in v.statuses]}
+            for v in state.variants]
 
 
 def _read(sm: sagemaker.SageMaker, model: Model, known: EndpointSnapshot | None, pacer: Pacer) -> _Read:
@@ -164,11 +166,12 @@ def _store(session, read: _Read, row: EndpointSnapshot | None, source: str) -> N
         row.status = read.state.status if read.state else None
         row.config_name = read.state.config_name if read.state else None
         row.variants = _variants(read.state) if read.state else []
+        row.failure_reason = read.state.failure_reason if read.state else None
     else:
         # Keep the last good data; say beside it why it could not be refreshed.
         row.error = read.error[:2000]
         if read.gone:
-            row.status, row.config_name, row.variants = None, None, []
+            row.status, row.config_name, row.variants, row.failure_reason = None, None, [], None
 
 
 def take(services, models: list[Model] | None = None, *, source: str = "worker",

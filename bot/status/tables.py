@@ -25,8 +25,10 @@ class EndpointSnapshot(Base):
     region: Mapped[str] = mapped_column(String(32))
     status: Mapped[str | None] = mapped_column(String(32))  # EndpointStatus: InService, Updating, Failed, ...
     config_name: Mapped[str | None] = mapped_column(String(128))
-    # [{"name", "weight", "desired_weight", "instance_type", "instance_count"}], as DescribeEndpoint lists them
+    # [{"name", "weight", "desired_weight", "instance_type", "instance_count", "desired_instance_count",
+    #   "statuses": [[Status, StatusMessage], ...]}], as DescribeEndpoint lists them
     variants: Mapped[list] = mapped_column(JSON, default=list)
+    failure_reason: Mapped[str | None] = mapped_column(Text)  # SageMaker's FailureReason (endpoint or last update)
     read_at: Mapped[datetime]  # the last attempt, successful or not
     ok_at: Mapped[datetime | None]  # the last successful read: how old `status` and `variants` are
     error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed; NULL when it succeeded

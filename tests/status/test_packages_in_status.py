@@ -17,7 +17,7 @@ def test_single_model_status_names_the_serving_and_the_rolling_out_package(make_
         record_deploy(services.store, model="churn", dag_id="churn_lifecycle", run_id="r1", endpoint="churn-prod",
                       variant="v41", arn=f"{GROUP}/3")
         with services.store.session() as s:
-            first = s.query(ModelPackage).one().id
+            first = s.query(ModelPackage).one()
         decide(services.store, first, rollout_id=1, status=APPROVED, description="promoted")
         record_deploy(services.store, model="churn", dag_id="churn_lifecycle", run_id="r2", endpoint="churn-prod",
                       variant="v42", arn=f"{GROUP}/4")
