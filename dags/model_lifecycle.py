@@ -13,7 +13,8 @@ Run conf (from `/model retrain <model> key=value ...`; every value arrives as a 
   rows=600             how many synthetic rows to generate
   epochs=200           training epochs
   min_improvement=0    how much better than production the candidate must be to be promoted
-  candidate_variant=   name of the new variant (default: the stable one's number + 1, e.g. v41 -> v42)
+  candidate_variant=   name of the new variant (default: the highest number the endpoint ever had + 1, e.g.
+                       v43 after v41 and v42 were used; a name the endpoint had before is refused)
   fail=<task>          make that task fail at once, without retries, to rehearse a failure thread
 Environment: DIAGNOSTICS_BUCKET (optional) is an S3 bucket for the y_true/y_pred CSV behind the
 diagnostic plots; AWS_* configure boto3 as usual (AWS_ENDPOINT_URL for a local emulator such as moto).
@@ -85,10 +86,33 @@ def logloss(y_true: list[int], y_score: list[float]) -> float:
 METRICS = {"auc": auc, "logloss": logloss}
 
 
-def _next_variant(stable: str, run_id: str) -> str:
+def _variant_history(sm, cloudwatch, endpoint: str) -> set[str]:
+    """Every variant name the endpoint has had: in any endpoint config made for it (their names carry the
+    endpoint's), and in CloudWatch (15 months of per-variant metrics, configs deleted by hand included).
+    A name is never used twice: CloudWatch's per-variant history would mix two models."""
+    names: set[str] = set()
+    for page in sm.get_paginator("list_endpoint_configs").paginate(NameContains=endpoint):
+        for summary in page.get("EndpointConfigs", []):
+            config = sm.describe_endpoint_config(EndpointConfigName=summary["EndpointConfigName"])
+            names.update(v["VariantName"] for v in config.get("ProductionVariants", []))
+    try:
+        for page in cloudwatch.get_paginator("list_metrics").paginate(
+                Namespace="AWS/SageMaker", MetricName="Invocations",
+                Dimensions=[{"Name": "EndpointName", "Value": endpoint}]):
+            for metric in page.get("Metrics", []):
+                names.update(d["Value"] for d in metric.get("Dimensions", []) if d["Name"] == "VariantName")
+    except Exception as exc:  # no cloudwatch:ListMetrics: the endpoint configs still name what was used
+        print(f"CloudWatch's variant names of {endpoint} not read: {exc}")
+    return names
+
+
+def _next_variant(stable: str, run_id: str, used: set[str]) -> str:
+    """The next of stable's series after every name used (v41, v42 used -> v43); never a name used before."""
     match = re.match(r"^(.*?)(\d+)$", stable)
     if match:
-        return f"{match.group(1)}{int(match.group(2)) + 1}"
+        prefix = match.group(1)
+        numbers = [int(m.group(1)) for n in used | {stable} if (m := re.match(rf"^{re.escape(prefix)}(\d+)$", n))]
+        return f"{prefix}{max(numbers) + 1}"
     return f"{stable}-{hashlib.sha1(run_id.encode()).hexdigest()[:6]}"
 
 
@@ -197,21 +221,21 @@ def build_lifecycle(dag_id: str, *, endpoint: str, metric: str, region: str):
             weights_now = {v["VariantName"]: float(v.get("CurrentWeight", 0.0)) for v in current["ProductionVariants"]}
             config = sm.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
             variants = config["ProductionVariants"]
-            wanted = _conf().get("candidate_variant")
-            if wanted and wanted in weights_now and weights_now[wanted] == 0.0:
-                # A retry after the endpoint was already updated: the candidate is in place.
-                stable = max((v for v in weights_now if v != wanted), key=weights_now.get)
-                return {"endpoint": endpoint, "stable_variant": stable, "candidate_variant": wanted}
+            suffix = hashlib.sha1(run_id.encode()).hexdigest()[:8]
+            mine = next((v["VariantName"] for v in variants if v.get("ModelName", "").endswith(f"-{suffix}")), None)
+            if mine is not None and len(weights_now) > 1:
+                # A retry after the endpoint was already updated: this run's candidate is in place.
+                stable = max((v for v in weights_now if v != mine), key=weights_now.get)
+                return {"endpoint": endpoint, "stable_variant": stable, "candidate_variant": mine}
             stable = max(weights_now, key=weights_now.get)
-            candidate = wanted or _next_variant(stable, run_id)
-            if candidate in weights_now:
-                if weights_now[candidate] == 0.0 and len(weights_now) > 1:
-                    stable = max((v for v in weights_now if v != candidate), key=weights_now.get)
-                    return {"endpoint": endpoint, "stable_variant": stable, "candidate_variant": candidate}
-                raise AirflowFailException(f"endpoint {endpoint} already serves a variant named {candidate}")
+            used = set(weights_now) | _variant_history(sm, boto3.client("cloudwatch", region_name=region), endpoint)
+            wanted = _conf().get("candidate_variant")
+            if wanted and wanted in used:
+                raise AirflowFailException(f"endpoint {endpoint} had a variant named {wanted} before; a name is "
+                                           "never used twice: name another with candidate_variant=NAME")
+            candidate = wanted or _next_variant(stable, run_id, used)
             stable_entry = next(v for v in variants if v["VariantName"] == stable)
             stable_model = sm.describe_model(ModelName=stable_entry["ModelName"])
-            suffix = hashlib.sha1(run_id.encode()).hexdigest()[:8]
             model_name = f"{endpoint}-{candidate}-{suffix}"
             container = dict(stable_model["PrimaryContainer"])
             # A real pipeline points ModelDataUrl at the artifact `train` uploaded; this toy model fits in env.
