@@ -15,6 +15,7 @@ import jsonschema_rs
 
 from serving.errors import FieldError, StartupError, shorten
 
+JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 DIALECTS = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#")
 
 
@@ -69,6 +70,9 @@ class Schema:
             if "not present in a registry" in message or "retrieving it failed" in message:
                 raise StartupError(f"{where} refers to a schema outside itself ({shorten(message, 160)}); "
                                    "serving does not fetch schemas over the network: put it under $defs") from exc
+            path = list(exc.instance_path)
+            if path and path[-1] == "type" and isinstance(exc.instance, str):
+                message = f"{json.dumps(exc.instance)} is not a JSON type (one of {', '.join(JSON_TYPES)})"
             raise StartupError(f"{where} is not a valid JSON Schema{at}: {shorten(message, 200)}") from exc
         except Exception as exc:  # the library's other refusals (a bad regex, a broken $ref) have no own class
             raise StartupError(f"{where} cannot be compiled: {shorten(str(exc).splitlines()[0], 200)}") from exc

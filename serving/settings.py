@@ -51,7 +51,7 @@ class Settings:
             model_dir=env.get("SM_MODEL_DIR") or "/opt/ml/model",
             host=host or "0.0.0.0",
             port=port if port is not None else _int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
-            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1, 1, 256),
+            workers=_int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", _cpus(), 1, 256),
             threads=_int(env, "MODELBOT_SERVE_THREADS", DEFAULT_THREADS, 1, 256),
             timeout=_int(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", DEFAULT_TIMEOUT_SECONDS, 1, 3600),
             max_request_bytes=_int(env, "MODELBOT_SERVE_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1, 2**40),
@@ -69,3 +69,11 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if value is None or not low <= value <= high:
         raise StartupError(f"{name}={raw} is not a whole number from {low} to {high}")
     return value
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

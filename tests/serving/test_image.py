@@ -117,9 +117,12 @@ def image(tmp_path_factory, wheels) -> str:
     sh("docker", "image", "rm", "--force", IMAGE, check=False)
 
 
-def test_the_image_serves_the_model_as_sagemaker_runs_it(image, model_dir):
+def test_the_image_serves_the_model_as_sagemaker_runs_it(image, model_dir, capsys):
     """`docker run IMAGE serve` with the model mounted at /opt/ml/model, as SageMaker does."""
     path, model = model_dir
+    size = int(sh("docker", "image", "inspect", "--format", "{{.Size}}", image).stdout)
+    with capsys.disabled():
+        print(f"\nthe churn_model image: {size / 1e6:.0f} MB")
     name = f"modelbot-serve-test-{os.getpid()}"
     sh("docker", "run", "--detach", "--name", name, "--publish", "127.0.0.1::8080",
        "--volume", f"{path}:/opt/ml/model:ro", image, "serve")

@@ -55,7 +55,8 @@ CASES = {
                                "case_module has no RESPONSE_SCHEMA"),
     "invalid schema": Case('REQUEST_SCHEMA = {"type": "object", "properties": {"age": {"type": "integr"}}}\n'
                            'RESPONSE_SCHEMA = {"type": "number"}\n' + PREDICT, None,
-                           "case_module.REQUEST_SCHEMA is not a valid JSON Schema at properties.age.type: "),
+                           "case_module.REQUEST_SCHEMA is not a valid JSON Schema at properties.age.type: \"integr\" is not a "
+                           "JSON type (one of object, array, string, number, integer, boolean, null)"),
     "schema of a list": Case('REQUEST_SCHEMA = {"type": "array"}\nRESPONSE_SCHEMA = {"type": "number"}\n' + PREDICT,
                              None, "case_module.REQUEST_SCHEMA says type 'array', but it describes ONE instance"),
     "pydantic class as schema": Case("from pydantic import BaseModel\nclass Row(BaseModel):\n    age: int\n"
