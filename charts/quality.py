@@ -4,6 +4,7 @@ after week)."""
 
 from __future__ import annotations
 
+import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
@@ -28,9 +29,11 @@ from charts.style import (
 DAY_COLUMNS = ["day", "variant", "value", "labels"]
 REFERENCE_COLUMNS = ["variant", "value", "source"]
 EVENT_COLUMNS = ["at", "kind", "variant"]
+WINDOW_COLUMNS = ["variant", "value", "labels"]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 SOURCES = {"offline": "offline evaluation", "takeover": "first window after taking all traffic",
            "first": "first labelled window"}
+SHORT_SOURCES = {"offline": "offline", "takeover": "after takeover", "first": "first window"}
 # Reference and event colours stay clear of the variant colours they annotate.
 VARIANT_COLOURS = [c for c in OKABE_ITO if c not in (GREEN, VERMILLION)]
 
@@ -51,6 +54,7 @@ def quality(
     direction: str,
     tolerance: float,
     window_days: int,
+    windows: pd.DataFrame | None = None,
 ) -> RenderedChart:
     """The metric per day and variant, with each variant's reference as a dashed line and its decay threshold
     (reference worse by `tolerance`) dotted; promotions and rollbacks as vertical lines; labels per day below.
@@ -62,6 +66,8 @@ def quality(
       labels   int      labelled predictions the value counts
     references (optional): variant, value, source (offline | takeover | first)
     events (optional): at (datetime), kind ("promoted" | "rolled back"), variant
+    windows (optional): variant, value, labels: the metric over the last `window_days` days, all their pairs
+      pooled (what decay is judged on; not the mean of the daily values), drawn as a bar across those days
     """
     title = f"{model}: {metric} per day"
     filename = f"quality-{slug(model)}.png"
@@ -77,6 +83,7 @@ def quality(
     }).dropna(subset=["day"]).sort_values(["day", "variant"])
     refs = _references(references)
     marks = _events(events)
+    pooled = _windows(windows)
     variants = list(dict.fromkeys(frame["variant"]))
     colours = {v: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, v in enumerate(variants)}
     scale = float(np.nanmax(np.abs(frame["value"]))) if frame["value"].notna().any() else 1.0
@@ -96,6 +103,12 @@ def quality(
         colour, marker = colours[variant], MARKERS[i % len(MARKERS)]
         (line,) = ax.plot(full.index, full["value"], color=colour, marker=marker, markersize=4, label=variant)
         handles.append(line)
+        if variant in pooled and np.isfinite(pooled[variant][0]):
+            start = last_day - pd.Timedelta(days=window_days - 1)
+            ax.hlines(pooled[variant][0], start - pd.Timedelta(hours=12), last_day + pd.Timedelta(hours=12),
+                      colors=colour, linewidth=5, alpha=0.35)
+            handles.append(Line2D([], [], color=colour, linewidth=5, alpha=0.35,
+                                  label=f"{variant} last {window_days} days {_num(pooled[variant][0], scale)}"))
         ref = refs.get(variant)
         if ref is not None:
             value, source = ref
@@ -103,7 +116,8 @@ def quality(
             threshold = value + tolerance if lower_is_better else value - tolerance
             ax.hlines(threshold, *span, colors=colour, linestyles=":", linewidth=1.1, alpha=0.8)
             handles.append(Line2D([], [], color=colour, linestyle="--",
-                                  label=f"{variant} reference {_num(value, scale)} ({SOURCES.get(source, source)})"))
+                                  label=f"{variant} reference {_num(value, scale)} "
+                                        f"({SHORT_SOURCES.get(source, source)})"))
             handles.append(Line2D([], [], color=colour, linestyle=":",
                                   label=f"{variant} decays {'above' if lower_is_better else 'below'} "
                                         f"{_num(threshold, scale)}"))
@@ -128,11 +142,14 @@ def quality(
         handles.append(Line2D([], [], color=VERMILLION, linestyle="--", label="rollback"))
     ax.set_ylabel(metric)
     ax.set_xlim(*span)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.tick_params(labelbottom=False)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    bars.xaxis.set_major_locator(locator)
+    bars.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     bars.set_ylabel("labels", color=GREY)
     bars.set_xlabel(f"prediction day (UTC) · decay is judged on the last {window_days} days")
-    fig.autofmt_xdate(rotation=0, ha="center")
-    alt = _alt_text(frame, refs, marks, model=model, metric=metric, direction=direction, tolerance=tolerance,
+    alt = _alt_text(frame, refs, marks, pooled, model=model, metric=metric, direction=direction, tolerance=tolerance,
                     window_days=window_days, scale=scale)
     return render(fig, title, alt, filename)
 
@@ -154,10 +171,18 @@ def _events(events: pd.DataFrame | None) -> list[tuple[pd.Timestamp, str, str]]:
         return []
     require_columns(events, EVENT_COLUMNS, "quality chart events")
     at = pd.to_datetime(events["at"], utc=True, errors="coerce").dt.tz_convert(None)
-    return [(t, str(k), str(v)) for t, k, v in zip(at, events["kind"], events["variant"]) if not pd.isna(t)]
+    return sorted((t, str(k), str(v)) for t, k, v in zip(at, events["kind"], events["variant"]) if not pd.isna(t))
 
 
-def _alt_text(frame: pd.DataFrame, refs: dict, marks: list, *, model: str, metric: str, direction: str,
+def _windows(windows: pd.DataFrame | None) -> dict[str, tuple[float, float]]:
+    if is_empty(windows):
+        return {}
+    require_columns(windows, WINDOW_COLUMNS, "quality chart windows")
+    return {str(v): (float(value) if value is not None else float("nan"), float(labels or 0))
+            for v, value, labels in windows[WINDOW_COLUMNS].itertuples(index=False)}
+
+
+def _alt_text(frame: pd.DataFrame, refs: dict, marks: list, pooled: dict, *, model: str, metric: str, direction: str,
               tolerance: float, window_days: int, scale: float) -> str:
     first, last = frame["day"].min(), frame["day"].max()
     parts = [f"{model}: {metric} per day ({'lower' if direction == 'minimize' else 'higher'} is better), "
@@ -168,10 +193,14 @@ def _alt_text(frame: pd.DataFrame, refs: dict, marks: list, *, model: str, metri
             parts.append(f"{variant}: no day with a value.")
             continue
         head, tail = rows.iloc[0], rows.iloc[-1]
-        recent = rows[rows["day"] > tail["day"] - pd.Timedelta(days=window_days)]
-        text = (f"{variant}: {_num(head['value'], scale)} on {head['day']:%m-%d}, {_num(tail['value'], scale)} on "
-                f"{tail['day']:%m-%d}; last {window_days} days {_num(float(recent['value'].mean()), scale)} "
-                f"(daily mean) on {fmt_int(recent['labels'].sum())} labels.")
+        text = f"{variant}: {_num(head['value'], scale)} on {head['day']:%m-%d}, {_num(tail['value'], scale)} on {tail['day']:%m-%d}"
+        if variant in pooled and np.isfinite(pooled[variant][0]):
+            value, labels = pooled[variant]
+            text += f"; last {window_days} days {_num(value, scale)} on {fmt_int(labels)} labels."
+        else:
+            recent = rows[rows["day"] > tail["day"] - pd.Timedelta(days=window_days)]
+            text += (f"; mean of the last {window_days} daily values {_num(float(recent['value'].mean()), scale)} "
+                     f"on {fmt_int(recent['labels'].sum())} labels.")
         if variant in refs:
             value, source = refs[variant]
             threshold = value + tolerance if direction == "minimize" else value - tolerance

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from sqlalchemy import select
 
 from bot.chart_loading import load as load_chart_module
-from bot.quality.tables import QualityDay, QualityReference
+from bot.quality.tables import QualityDay, QualityPass, QualityReference
 from bot.registry import Model
 from bot.rollouts.states import Event
 from bot.rollouts.tables import Rollout, RolloutEvent
@@ -71,8 +71,16 @@ def marks(services, model: str, since: date) -> list[dict]:
     return [{"at": as_utc(at), "kind": MARKED[kind], "variant": candidate} for at, kind, candidate, _ in rows]
 
 
+def windows(services, model: str) -> list[dict]:
+    """Each variant's metric over its last window, as the last pass judged it."""
+    with services.store.session() as s:
+        last = s.get(QualityPass, model)
+        found = dict(last.windows or {}) if last is not None else {}
+    return [{"variant": v, "value": w.get("value"), "labels": w.get("labels")} for v, w in found.items()]
+
+
 def frames(services, model: Model, *, since: date, until: date):
-    """(daily values, references, marks) as the chart takes them."""
+    """(daily values, references, marks, windows) as the chart takes them."""
     import pandas as pd  # lazily: the web process stays free of pandas until it draws
 
     rows = day_rows(services, model.name, since=since, until=until)
@@ -81,7 +89,8 @@ def frames(services, model: Model, *, since: date, until: date):
     refs = pd.DataFrame([{"variant": r.variant, "value": r.value, "source": r.source}
                          for r in references(services, model.name)], columns=["variant", "value", "source"])
     events = pd.DataFrame(marks(services, model.name, since), columns=["at", "kind", "variant"])
-    return days, refs, events
+    pooled = pd.DataFrame(windows(services, model.name), columns=["variant", "value", "labels"])
+    return days, refs, events, pooled
 
 
 def chart(services, name: str, model: Model | None, *, until: date | None = None, days: int | None = None):
@@ -94,6 +103,6 @@ def chart(services, name: str, model: Model | None, *, until: date | None = None
                              f"quality-{style.slug(name)}.png")
     span = days or max(CHART_MIN_DAYS, 4 * model.quality.window_days)
     since = until - timedelta(days=span - 1)
-    daily, refs, events = frames(services, model, since=since, until=until)
+    daily, refs, events, pooled = frames(services, model, since=since, until=until)
     return draw(daily, refs, events, model=name, metric=model.metric or "metric", direction=model.direction,
-                tolerance=model.quality.tolerance, window_days=model.quality.window_days)
+                tolerance=model.quality.tolerance, window_days=model.quality.window_days, windows=pooled)
