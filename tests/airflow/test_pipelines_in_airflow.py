@@ -105,8 +105,13 @@ def train(frame, conf):
 
 def predict(model, features):
     return [0.5] * len(features)
+
+
+REQUEST_SCHEMA = {"type": "object"}
+RESPONSE_SCHEMA = {"type": "number"}
 '''
 PIPELINE_DAGS = ("churn_pipeline", "fresh_pipeline", "broken_pipeline")
+DAG_FILES = ("modelbot_pipelines.py", "modelbot_contract.py", "modelbot_schemas.py", "modelbot_sagemaker.py")
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +140,8 @@ def pipeline_dags(pipeline_venv, airflow, proxy, tmp_path):
     """The DAG file, its modules and models file in Airflow's DAGs folder, parsed now; tasks reach SageMaker
     through the UpdateEndpoint fake by the `aws_default` connection (as the amazon provider would configure it)."""
     folder = airflow.dags
-    shutil.copy(ROOT / "dags" / "modelbot_pipelines.py", folder / "modelbot_pipelines.py")
+    for name in DAG_FILES:
+        shutil.copy(ROOT / "dags" / name, folder / name)
     shutil.copy(ROOT / "dags" / "examples" / "churn_model.py", folder / "churn_model.py")
     (folder / "broken_model.py").write_text(BROKEN_MODULE)
     (folder / "models.toml").write_text(MODELS)
@@ -162,7 +168,7 @@ def pipeline_dags(pipeline_venv, airflow, proxy, tmp_path):
         requests.delete(f"{airflow.url}/api/v2/connections/aws_default", timeout=10)
     except Exception:
         pass
-    for name in ("modelbot_pipelines.py", "churn_model.py", "broken_model.py", "models.toml"):
+    for name in (*DAG_FILES, "churn_model.py", "broken_model.py", "models.toml"):
         (folder / name).unlink(missing_ok=True)
 
 
@@ -291,6 +297,8 @@ def test_generated_pipelines_retrain_evaluate_deploy_and_keep_the_model_registry
         evaluation = next(t for t in texts if "*Evaluation*" in t)
         assert f"vs production *{expected:.4g}*" in evaluation, evaluation
         assert "better." in evaluation and "Verdict: *promote*" in evaluation
+        # The production package predates schemas: said, not compared.
+        assert "Request schema: not compared with production's: the production package" in evaluation
         deployed = next(t for t in texts if ":package:" in t)
         assert "Candidate `v42` is on endpoint `churn-prod` at weight 0, beside `v41`" in deployed
         arn_a = re.search(r"Model Registry: package `([^`]+)`", deployed).group(1)
@@ -299,6 +307,11 @@ def test_generated_pipelines_retrain_evaluate_deploy_and_keep_the_model_registry
         config = sm.describe_endpoint_config(EndpointConfigName=update["EndpointConfigName"])
         assert {v["VariantName"]: v["InitialVariantWeight"] for v in config["ProductionVariants"]} == {
             "v41": 1.0, "v42": 0.0}
+        # ... capturing requests and predictions, and the package names the candidate's schemas.
+        assert config["DataCaptureConfig"]["DestinationS3Uri"] == f"s3://{BUCKET}/churn/capture"
+        assert config["DataCaptureConfig"]["InitialSamplingPercentage"] == 100
+        assert package(arn_a)["CustomerMetadataProperties"]["modelbot_schemas"] == (
+            f"s3://{BUCKET}/churn/churn_pipeline/{run_a}/schemas.json")
         assert "DeleteEndpoint" not in proxy.operations
         # ... then the rollout took it from there: its first step (50%) is on the endpoint.
         assert weights("churn-prod") == {"v41": 0.5, "v42": 0.5}
@@ -324,6 +337,9 @@ def test_generated_pipelines_retrain_evaluate_deploy_and_keep_the_model_registry
         assert ("broken_model.preprocess(conf)['train'] has no label column 'churned' (columns: tenure_z, "
                 "complaints_z)") in "".join(task_log(airflow, "broken_pipeline", run_broken, "preprocess", n)
                                             for n in (1, 2))
+        # ... and the thread quotes it under the failure (the task's XCom modelbot_failure).
+        assert any("> broken_model.preprocess(conf)['train'] has no label column 'churned'" in t for t in broken), \
+            broken
 
         # -- rolled back by hand -> Rejected, with the reason.
         _, rid = app.command("rollback churn p99 latency up", slack=slack)
