@@ -73,6 +73,12 @@ class ServingApp:
             log.log(level, "POST /invocations %s %s %.1f ms inference_id=%s: %s", exc.status[:3], _rows(rows),
                     (time.perf_counter() - started) * 1000, inference_id, exc.summary())
             return _respond(start_response, exc.status, exc.body())
+        except Exception as exc:  # a fault of the runtime itself: still an answer in JSON, logged with the id
+            log.exception("POST /invocations 500 %s inference_id=%s: modelbot-serve failed on this request",
+                          _rows(rows), inference_id)
+            error = server_error(f"modelbot-serve failed on this request: {type(exc).__name__}: "
+                                 f"{shorten(str(exc), 200)}")
+            return _respond(start_response, error.status, error.body())
         log.info("POST /invocations 200 %s %.1f ms inference_id=%s", _rows(rows),
                  (time.perf_counter() - started) * 1000, inference_id)
         return _respond(start_response, "200 OK", answer)
@@ -85,8 +91,9 @@ class ServingApp:
             try:
                 size = int(length)
             except ValueError:
-                raise RequestError("400 Bad Request", f"Content-Length {shorten(length, 40)} is not a number") \
-                    from None
+                size = -1
+            if size < 0:
+                raise RequestError("400 Bad Request", f"Content-Length {shorten(length, 40)} is not a byte count")
             if size > limit:
                 raise _too_large(size, limit)
             return stream.read(size)

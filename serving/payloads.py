@@ -48,6 +48,8 @@ def decode(model: ServedModel, content_type: str, body: bytes) -> tuple[list, st
 
 
 def decode_json(body: bytes) -> list:
+    if not body.strip():
+        raise bad_request('the body is empty: send {"instances": [{...}, ...]}, one object per row')
     try:
         payload = json.loads(body)
     except UnicodeDecodeError as exc:

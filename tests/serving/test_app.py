@@ -131,6 +131,7 @@ def test_nested_fields_and_optional_types_are_named_by_their_path(records):
     ('{"instances": [{"tenure_months": 1,}]}', "the body is not valid JSON: Expecting property name enclosed in "
                                                "double quotes at line 1 column 36"),
     (b"{\"instances\": [{\"plan\": \"\xff\"}]}", "the body is not UTF-8 text (invalid start byte at byte 25)"),
+    ("", 'the body is empty: send {"instances": [{...}, ...]}'),
     ('[{"tenure_months": 1}]', 'the body must be a JSON object {"instances": [...]}; it is a list'),
     ('{"rows": [{"tenure_months": 1}]}', 'the body has no "instances" (its keys: rows)'),
     ('{"instances": {"tenure_months": 1}}', '"instances" must be a list of objects, one per row; it is an object: '
@@ -241,3 +242,14 @@ def test_numpy_and_pandas_outputs_become_json(tabular_model_dir):
         answer = invoke(app, rows)
         assert answer.code == 200, answer.body
         assert answer.json()["predictions"] == expected
+
+
+def test_a_fault_of_the_runtime_itself_is_a_json_500_logged_with_the_inference_id(tabular_model_dir, caplog):
+    served = load_served_model("tabular", str(tabular_model_dir))
+    app = ServingApp(replace(served, columns=None), max_request_bytes=LIMIT)  # breaks the DataFrame step
+    with caplog.at_level("ERROR", logger="modelbot.serve"):
+        answer = invoke(app, {"instances": [{"tenure_months": 1, "plan": "pro"}]},
+                        headers={"X-Amzn-SageMaker-Inference-Id": "inf-bug"})
+    assert answer.code == 500
+    assert answer.json()["error"].startswith("modelbot-serve failed on this request: TypeError")
+    assert "inference_id=inf-bug" in caplog.text and "Traceback" in caplog.text
