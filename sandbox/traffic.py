@@ -4,7 +4,9 @@ Every few seconds, for each endpoint, it reads the current variant weights from 
 so a rollout's weight changes show up at once), draws the requests of that interval from a daily-shaped
 volume, splits them by weight, draws each variant's 5XX and 4XX errors from that variant's error rates, and
 writes Invocations, Invocation5XXErrors and Invocation4XXErrors to CloudWatch (namespace AWS/SageMaker,
-dimensions EndpointName and VariantName), as SageMaker publishes them. At start it backfills the last day
+dimensions EndpointName and VariantName), as SageMaker publishes them, and ModelLatency as the aggregate it is
+(SampleCount and Sum, microseconds): each endpoint's `latency_ms`, times `new_variant_latency` for variants
+added later. At start it backfills the last day
 at 10-minute resolution, so status charts have a history.
 
 A small HTTP control on 127.0.0.1 serves GET /state (per endpoint: variants, weights, live split, rates) and
@@ -68,6 +70,9 @@ class Simulation:
                 "weights": {},
                 "last_minute": {},
                 "note": spec.get("note", ""),
+                "latency_ms": float(spec.get("latency_ms", 40.0)),
+                "new_variant_latency": float(spec.get("new_variant_latency", 1.0)),
+                "latency": {},  # variant -> factor on latency_ms
             }
         self.errors: list[str] = []
         boto = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2})
@@ -154,6 +159,7 @@ class Simulation:
                 e["weights"] = weights
                 for variant in weights:
                     e["variants"].setdefault(variant, e["stable"])
+                    e["latency"].setdefault(variant, 1.0)
 
     def backfill(self, hours: int = 24) -> None:
         now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
@@ -182,6 +188,9 @@ class Simulation:
                     del e["variants"][gone]
                 for variant in weights:
                     e["variants"].setdefault(variant, e["new_variant"])
+                    e["latency"].setdefault(variant, e["new_variant_latency"])
+                latency_us = {v: e["latency_ms"] * 1000 * e["latency"][v] * math.exp(self.rng.gauss(0, 0.05))
+                              for v in weights}
                 requests = round(daily_volume(e["per_minute"], now) * seconds / 60)
                 counts = self._counts(e, weights, requests)
                 scale = 60 / seconds
@@ -191,6 +200,13 @@ class Simulation:
                 data += [self._datum(name, variant, "Invocations", n, now),
                          self._datum(name, variant, "Invocation5XXErrors", f5, now),
                          self._datum(name, variant, "Invocation4XXErrors", f4, now)]
+                if n > 0:
+                    mean = latency_us[variant]
+                    data.append({"MetricName": "ModelLatency", "Timestamp": now, "Unit": "Microseconds",
+                                 "StatisticValues": {"SampleCount": float(n), "Sum": n * mean,
+                                                     "Minimum": mean / 4, "Maximum": mean * 6},
+                                 "Dimensions": [{"Name": "EndpointName", "Value": name},
+                                                {"Name": "VariantName", "Value": variant}]})
         if data:
             self._put(data)
 

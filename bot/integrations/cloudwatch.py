@@ -24,6 +24,9 @@ PERIOD_SECONDS = 60
 MAX_QUERIES_PER_CALL = 500  # GetMetricData's limit
 # Metric name -> short code used in query ids (ids must start with a lowercase letter).
 METRICS = {"Invocations": "n", "Invocation5XXErrors": "f", "Invocation4XXErrors": "c"}
+# ModelLatency (microseconds) per minute: its Sum and SampleCount give the minute's mean (issue 22).
+LATENCY_METRIC = "ModelLatency"
+LATENCY_STATS = ("Sum", "SampleCount")
 
 
 class CloudWatchError(ExternalError):
@@ -59,6 +62,16 @@ class FetchResult:
 
 
 @dataclass
+class LatencyResult:
+    """ModelLatency per rollout and variant, minute by minute: {key: {variant: {minute (UTC): (sum, count)}}}."""
+
+    latency: dict[Hashable, dict[str, dict[datetime, tuple[float, float]]]] = field(default_factory=dict)
+    calls: int = 0
+    failed: dict[Hashable, str] = field(default_factory=dict)  # as FetchResult's
+    incomplete: dict[Hashable, str] = field(default_factory=dict)
+
+
+@dataclass
 class _Series:
     """What one metric query's answer said, over all its pages."""
 
@@ -77,7 +90,8 @@ def first_full_minute(since: datetime) -> datetime:
     return floor if floor == since else floor + timedelta(minutes=1)
 
 
-def _metric_query(qid: str, endpoint: str, variant: str, metric: str, period: int = PERIOD_SECONDS) -> dict:
+def _metric_query(qid: str, endpoint: str, variant: str, metric: str, period: int = PERIOD_SECONDS,
+                  stat: str = "Sum") -> dict:
     return {
         "Id": qid,
         "MetricStat": {
@@ -90,7 +104,7 @@ def _metric_query(qid: str, endpoint: str, variant: str, metric: str, period: in
                 ],
             },
             "Period": period,
-            "Stat": "Sum",
+            "Stat": stat,
         },
         "ReturnData": True,
     }
@@ -187,6 +201,77 @@ class CloudWatch:
         return result
 
 
+    def fetch_latency(
+        self, queries: Iterable[RolloutQuery], region: str, *, end: datetime, max_queries_per_call: int = MAX_QUERIES_PER_CALL
+    ) -> LatencyResult:
+        """ModelLatency's per-minute Sum and SampleCount of each variant since each query's start, batched as
+        fetch_counts is (125 rollouts a call), with the same rules: only whole minutes before the one in progress,
+        and a rollout whose answer is partial (a series missing, a StatusCode other than Complete, a minute with a
+        Sum but no SampleCount or the other way round) is reported incomplete rather than judged on part of it."""
+        queries = sorted(queries, key=lambda q: q.since)
+        starts = [first_full_minute(q.since) for q in queries]
+        wanted = [(i, variant, stat) for i, q in enumerate(queries) for variant in q.variants for stat in LATENCY_STATS]
+        values: dict[tuple[int, str, str], dict[datetime, float]] = {}
+        status: dict[tuple[int, str, str], str] = {}
+        failed: dict[int, str] = {}
+        result = LatencyResult()
+        end_minute = end.astimezone(timezone.utc).replace(second=0, microsecond=0)
+        failure = (f"CloudWatch did not return SageMaker ModelLatency in {region} ({{detail}}); "
+                   "the rollouts it was asked about were not judged this pass.")
+        for offset in range(0, len(wanted), max_queries_per_call):
+            chunk = wanted[offset: offset + max_queries_per_call]
+            start = min(starts[i] for i, _, _ in chunk)
+            if start >= end_minute:
+                continue
+            ids = {f"l{offset + k}": item for k, item in enumerate(chunk)}
+            metric_queries = [_metric_query(qid, queries[i].endpoint, variant, LATENCY_METRIC, stat=stat)
+                              for qid, (i, variant, stat) in ids.items()]
+            try:
+                for series in self._metric_data(metric_queries, start, end_minute, region, failure, result):
+                    where = ids.get(series.get("Id", ""))
+                    if where is None:
+                        continue
+                    minutes = values.setdefault(where, {})
+                    for ts, value in zip(series.get("Timestamps", []), series.get("Values", [])):
+                        at = ts.astimezone(timezone.utc)
+                        if starts[where[0]] <= at < end_minute and not math.isnan(value):
+                            minutes[at] = minutes.get(at, 0.0) + value
+                    code = series.get("StatusCode") or "Complete"
+                    status[where] = code if status.get(where) in (None, "Complete") else status[where]
+            except CloudWatchError as exc:
+                for i, _, _ in chunk:
+                    failed[i] = str(exc)
+        for i, q in enumerate(queries):
+            if i in failed:
+                result.failed[q.key] = failed[i]
+                continue
+            if starts[i] >= end_minute:
+                result.latency[q.key] = {variant: {} for variant in q.variants}
+                continue
+            gaps = []
+            for variant in q.variants:
+                sums, counts = values.get((i, variant, "Sum")), values.get((i, variant, "SampleCount"))
+                problems = [f"no ModelLatency {stat} series" for stat, v in zip(LATENCY_STATS, (sums, counts))
+                            if v is None]
+                problems += [f"ModelLatency {stat} {status[(i, variant, stat)]}" for stat in LATENCY_STATS
+                             if status.get((i, variant, stat), "Complete") != "Complete"]
+                if sums is not None and counts is not None and set(sums) != set(counts):
+                    odd = min(set(sums) ^ set(counts))
+                    problems.append(f"ModelLatency Sum and SampleCount disagree about {odd:%H:%M} UTC")
+                if problems:
+                    gaps.append(f"`{variant}` ({'; '.join(problems)})")
+            if gaps:
+                result.incomplete[q.key] = (f"CloudWatch's ModelLatency for {', '.join(gaps)} is incomplete; "
+                                            "not judged this pass")
+                continue
+            result.latency[q.key] = {
+                variant: {at: (values[(i, variant, "Sum")][at], values[(i, variant, "SampleCount")][at])
+                          for at in sorted(values[(i, variant, "Sum")])}
+                for variant in q.variants
+            }
+        return result
+
+
     def _call(self, metric_queries: list[dict], ids: dict[str, tuple[int, str, str]], start: datetime,
               end_minute: datetime, starts: list[datetime], region: str, answers: dict, result: FetchResult) -> None:
         """One GetMetricData request (following NextToken): per query, the sum of its whole minutes from its own
@@ -213,7 +298,7 @@ class CloudWatch:
 
 
     def _metric_data(self, queries: list[dict], start: datetime, end: datetime, region: str, failure: str,
-                     result: FetchResult | None = None) -> Iterator[dict]:
+                     result: FetchResult | LatencyResult | None = None) -> Iterator[dict]:
         """Every MetricDataResults entry of one GetMetricData request, its NextToken pages followed.
 
         `failure` is the message of the CloudWatchError raised when a page fails ({detail} is filled in).

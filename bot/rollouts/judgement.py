@@ -331,7 +331,7 @@ def judge(stable: Counts, candidate: Counts, settings: JudgementSettings, minute
         values.update(
             latency_stable=_finite(lat.stable_mean), latency_candidate=_finite(lat.candidate_mean),
             latency_minutes=int(lat.minutes), latency_statistic=_evalue(v.log_latency_worse[-1]),
-            latency_threshold=1.0 / (settings.alpha * lat_share * step_shares(count)[step]),
+            latency_threshold=1.0 / (settings.alpha * lat_share * float(step_shares(count)[step])),
             latency_shift_statistic=_evalue(v.log_latency_within[-1]))
     evidence = Evidence(reason="", **values)
     evidence = Evidence(**{**values, "reason": reason(action.value, failing, evidence, stable, candidate, settings,

@@ -41,3 +41,4 @@ def earlier_ticks(services, rollout_ids: Iterable[int]) -> dict[int, list[StepTi
             candidate.append(Counts(cr, c5 or 0, c4 or 0))
     return {rid: [StepTicks(step, tuple(st), tuple(ca)) for step, (st, ca) in sorted(by_step.items())]
             for rid, by_step in steps.items()}
+

@@ -70,8 +70,9 @@ def log_bayes_factor(s: LatencyStats, g: float = PRIOR_G) -> np.ndarray:
     nu = n - 1.0
     ok = n >= 2
     sd = np.where(ok, s.sd, 1.0)
+    # Below 1e-12 (far under any real latency ratio's noise) a spread or a mean is rounding, not a measurement.
     with np.errstate(divide="ignore", invalid="ignore"):
-        t2 = np.where(sd > 0, n * s.mean * s.mean / (sd * sd), np.where(s.mean != 0, np.inf, 0.0))
+        t2 = np.where(sd > 1e-12, n * s.mean * s.mean / (sd * sd), np.where(np.abs(s.mean) > 1e-12, np.inf, 0.0))
     ng = n * g
     # log(nu + t2) - log(nu + t2/(1+ng)) = log(1+ng) + log1p(-nu*ng / (nu*(1+ng) + t2)), finite at t2 = inf
     with np.errstate(divide="ignore", invalid="ignore"):
