@@ -19,7 +19,6 @@ from typing import Any, Callable
 import boto3
 from pydantic import BaseModel, ValidationError
 
-from bot.pipelines import dag_file
 from bot.registry import MODEL_NAME, PIPELINE_METRICS, ModelSpec, PipelineSettings
 from bot.scaffold import sizing
 from bot.scaffold.sizing import number
@@ -31,6 +30,8 @@ ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 IMAGE_REFERENCE = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+# A label column name the generated source can hold in strings and docstrings as it is.
+LABEL_COLUMN = re.compile(r"^\w[\w .:/-]*$")
 # Airflow's schedule presets, and a cron expression's five fields.
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
                     "@annually", "@midnight")
@@ -115,8 +116,9 @@ def module(value: str, answers: dict) -> str:
 
 
 def label(value: str, answers: dict) -> str:
-    if not value or value != value.strip() or any(not ch.isprintable() for ch in value):
-        return "the label column needs a name, without leading or trailing spaces"
+    if not LABEL_COLUMN.match(value or "") or value != value.strip():
+        return (f"{value!r}: give the label column's name in letters, digits, spaces and _ . : / - (it is written "
+                "into the module's code and docs)")
     features = answers.get("features") or ()
     if value in features:
         return f"{value!r} is one of the starter features ({', '.join(features)}); pick another name"
@@ -256,13 +258,15 @@ def problem(question: str, value: Any, answers: dict) -> str:
 
 # ---- what depends on the pipeline's own tables -------------------------------------------------------------------
 
-KINDS = ("classification", "regression")
+# The metrics the generated DAG computes for each kind of model: its CLASSIFICATION and REGRESSION tables
+# (dags/modelbot_contract.py), which a test keeps equal to these. Not read from the DAG file at run time: an
+# installed modelbot renders the template without a checkout's dags/ folder.
+METRICS_BY_KIND = {"classification": ("auc", "accuracy", "f1", "logloss"), "regression": ("rmse", "mae", "r2")}
+KINDS = tuple(METRICS_BY_KIND)
 
 
 def metrics_for(kind_: str) -> tuple[str, ...]:
-    """The metrics the generated DAG computes for a kind of model, from the DAG file's own tables."""
-    steps = dag_file.load()
-    return {"classification": tuple(steps.CLASSIFICATION), "regression": tuple(steps.REGRESSION)}.get(kind_, ())
+    return METRICS_BY_KIND.get(kind_, ())
 
 
 def direction(metric_: str) -> str:

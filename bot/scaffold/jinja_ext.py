@@ -19,7 +19,6 @@ from jinja2.runtime import Context
 
 from bot.scaffold import answers, sizing
 
-PYTHON_LITERALS = (str, int, float, bool, type(None), list, tuple, dict)
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -43,10 +42,15 @@ def metric_choices(kind: str) -> str:
 
 
 def python(value: Any) -> str:
-    """A Python literal of a value, for the generated source (repr is exact for these types)."""
-    if not isinstance(value, PYTHON_LITERALS):
-        raise TypeError(f"{type(value).__name__} is not a literal the template writes")
-    return repr(value)
+    """A Python literal of a value, for the generated source: strings in double quotes (a JSON string is a valid
+    Python one), numbers exact."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python(v) for v in value) + "]"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    raise TypeError(f"{type(value).__name__} is not a literal the template writes")
 
 
 def toml_string(value: Any) -> str:

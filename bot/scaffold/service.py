@@ -228,13 +228,13 @@ def _placeholders(given: dict[str, Any]) -> list[str]:
 
 # ---- modelbot new -----------------------------------------------------------------------------------------------
 
-def _copier_failure(exc: BaseException) -> ScaffoldError:
+def _copier_failure(exc: BaseException, outcome: str = "nothing was written") -> ScaffoldError:
     if isinstance(exc, KeyboardInterrupt):
-        return Refused("stopped; nothing was written")
+        return Refused(f"stopped; {outcome}")
     text = str(exc).strip().rstrip(".") or type(exc).__name__
     if isinstance(exc, (ValueError, TypeError)) or "Validation error" in text or "Invalid choice" in text:
-        return Refused(f"{text}; nothing was written")
-    return ScaffoldError(f"Copier could not render the template: {text}; nothing was written")
+        return Refused(f"{text}; {outcome}")
+    return ScaffoldError(f"Copier could not render the template: {text}; {outcome}")
 
 
 def _umask() -> int:
@@ -252,6 +252,46 @@ def src_path_for(repo: Path) -> str:
         return repo.as_posix()
 
 
+def _render(published: template_repo.Published, staging: Path, name: str, data: dict[str, str],
+            user_defaults: dict[str, str], defaults: bool) -> dict[str, Any]:
+    """The template rendered into `staging` (questions asked unless `defaults`); the answers recorded."""
+    try:
+        copier.run_copy(src_path_for(published.path), staging, data={**data, "model_name": name},
+                        user_defaults=user_defaults, defaults=defaults, unsafe=True, vcs_ref=published.tag,
+                        quiet=True, overwrite=True, cleanup_on_error=False)
+    except (CopierError, ValueError, TypeError, KeyboardInterrupt, ProcessExecutionError) as exc:
+        raise _copier_failure(exc) from None
+    # The answers that count are the ones recorded for `copier update`.
+    return {k: v for k, v in read_answers(staging).items() if not k.startswith("_")}
+
+
+def _checked_entry(staging: Path, given: dict[str, Any], shared: SharedFile | None) -> Path | None:
+    """Loads the rendered entry with modelbot's loader; for a shared file, returns that file with the entry
+    appended, written beside it, and takes the package's copy away."""
+    entry_path = staging / ENTRY_FILE
+    if shared is None:
+        try:
+            load_registry(entry_path)
+        except RegistryError as exc:
+            raise Refused(f"the models-file entry does not load:\n{exc}\nnothing was written") from None
+        return None
+    placeholders = [p for p in _placeholders(given) if not p.startswith("owners")]
+    if placeholders:
+        raise Refused(f"{shared.path} is the models file modelbot acts on: give real values for "
+                      + "; ".join(placeholders) + " (--data KEY=VALUE); nothing was written")
+    candidate = _combined(shared, entry_path.read_text(encoding="utf-8"))
+    # The package keeps no copy: the shared file is the one place the entry lives (and `copier update` leaves
+    # a file the package deleted deleted).
+    entry_path.unlink()
+    return candidate
+
+
+def _replace_shared(shared: SharedFile, candidate: Path) -> None:
+    if shared.path.read_text(encoding="utf-8") != shared.text:
+        raise Refused(f"{shared.path} changed while the package was made; run modelbot new again")
+    os.replace(candidate, shared.path)
+
+
 def new_package(name: str, directory: str | Path, data: dict[str, str] | None = None, *, defaults: bool = False,
                 models_file: str | Path | None = None, force: bool = False) -> Made:
     directory = Path(directory).expanduser().absolute()
@@ -263,7 +303,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
         raise Refused(f"{problem}; nothing was written")
     _check_destination(directory, force)
     shared = _shared_file(Path(models_file).expanduser().absolute()) if models_file else None
-    user_defaults = {}
+    user_defaults: dict[str, str] = {}
     existing = answers.Existing()
     if shared is not None:
         existing = shared.existing()
@@ -281,41 +321,16 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
     token = answers.EXISTING.set(existing)
     candidate: Path | None = None
     try:
-        try:
-            copier.run_copy(
-                src_path_for(published.path), staging, data={**data, "model_name": name},
-                user_defaults=user_defaults, defaults=defaults, unsafe=True,
-                vcs_ref=published.tag, quiet=True, overwrite=True, cleanup_on_error=False)
-        except (CopierError, ValueError, TypeError, KeyboardInterrupt, ProcessExecutionError) as exc:
-            raise _copier_failure(exc) from None
-        # The answers that count are the ones recorded for `copier update`.
-        given = {k: v for k, v in read_answers(staging).items() if not k.startswith("_")}
-        entry_path = staging / ENTRY_FILE
-        entry = entry_path.read_text(encoding="utf-8")
-        if shared is not None:
-            placeholders = [p for p in _placeholders(given) if not p.startswith("owners")]
-            if placeholders:
-                raise Refused(f"{shared.path} is the models file modelbot acts on: give real values for "
-                              + "; ".join(placeholders) + " (--data KEY=VALUE); nothing was written")
-            candidate = _combined(shared, entry)
-            # The package keeps no copy: the shared file is the one place the entry lives (`copier update`
-            # leaves a file the package deleted deleted).
-            entry_path.unlink()
-        else:
-            try:
-                load_registry(entry_path)
-            except RegistryError as exc:
-                raise Refused(f"the models-file entry does not load:\n{exc}\nnothing was written") from None
+        given = _render(published, staging, name, data, user_defaults, defaults)
+        candidate = _checked_entry(staging, given, shared)
         git = "inside" if _enclosing_repository(directory) else _initialise_git(staging, name, published.tag)
         created = _move_into_place(staging, directory)
         if candidate is not None:
             try:
-                if shared.path.read_text(encoding="utf-8") != shared.text:
-                    raise Refused(f"{shared.path} changed while the package was made; run modelbot new again")
-                os.replace(candidate, shared.path)
+                _replace_shared(shared, candidate)
                 candidate = None
             except BaseException:
-                if created:
+                if created:  # the entry could not be added: the package goes too
                     shutil.rmtree(directory, ignore_errors=True)
                 raise
     finally:
@@ -361,11 +376,22 @@ def update_package(directory: str | Path, data: dict[str, str] | None = None) ->
     """Publish the template this modelbot carries, then `copier update` the package to it."""
     directory = Path(directory).expanduser().absolute()
     before = read_answers(directory)
-    old = str(before.get("_commit", "?"))
+    old, src = str(before.get("_commit", "")), str(before.get("_src_path", ""))
     try:
         published = template_repo.publish()
     except TemplateRepoError as exc:
         raise ScaffoldError(f"{exc}; the package was not changed") from None
+    # Copier renders the package's own version from `_src_path` to find what the data scientist changed.
+    followed = Path(src).expanduser().absolute()
+    if followed != published.path.absolute():
+        raise Refused(f"{directory} follows the template repository {src}, not {published.path}: set "
+                      f"{template_repo.HOME_ENV}={src} (or update where that repository is); the package was not "
+                      "changed")
+    if not template_repo.has_version(published.path, old):
+        raise ScaffoldError(f"the template version {old or '(none recorded)'} {directory.name} was made from is "
+                            f"not in {published.path} (it was made where another template repository was); update "
+                            "it there, or copy that repository here (docs/new-model.md, 'Updating'); the package "
+                            "was not changed")
     if old == published.tag and not data:
         return Updated(directory, old, published.tag, [], [])
     try:
@@ -373,14 +399,9 @@ def update_package(directory: str | Path, data: dict[str, str] | None = None) ->
                           skip_answered=True, defaults=not sys.stdin.isatty(), quiet=True)
     except UserMessageError as exc:
         raise Refused(f"{directory}: {str(exc).strip().rstrip('.')}; the package was not changed") from None
-    except ProcessExecutionError as exc:
-        src = before.get("_src_path", "?")
-        raise ScaffoldError(
-            f"the template version {old} this package was made from could not be read from {src} "
-            f"({str(exc).strip().splitlines()[-1] if str(exc).strip() else 'git failed'}). Copier needs it to "
-            "merge: run the update where that template repository is (docs/new-model.md, 'Updating')") from None
-    except (CopierError, ValueError, KeyboardInterrupt) as exc:
-        raise _copier_failure(exc) from None
+    except (CopierError, ValueError, KeyboardInterrupt, ProcessExecutionError) as exc:
+        raise _copier_failure(exc, "`git status` shows anything it changed, `git checkout -- .` takes it back"
+                              ) from None
     status = _git(directory, "status", "--porcelain", "--", ".", check=False).stdout.splitlines()
     changed = sorted(line[3:] for line in status if line.strip())
     return Updated(directory, old, published.tag, changed, _conflicts(directory))

@@ -143,6 +143,14 @@ def publish(source: Path | None = None, repo: Path | None = None, version: Versi
         return Published(repo, tag, created=True)
 
 
+def has_version(repo: Path, tag: str) -> bool:
+    """Whether the template repository holds the version a package was made from (its `_commit`)."""
+    if not (repo / ".git").is_dir():
+        return False
+    return subprocess.run(["git", f"--git-dir={repo / '.git'}", "rev-parse", "--verify", "--quiet",
+                           f"refs/tags/{tag}"], capture_output=True, timeout=GIT_TIMEOUT).returncode == 0
+
+
 def _tag_version(tag: str) -> Version:
     try:
         return Version(tag.lstrip("v"))

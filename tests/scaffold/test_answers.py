@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.pipelines import dag_file
 from bot.registry import PIPELINE_METRICS
 from bot.scaffold import answers
 
@@ -32,6 +33,8 @@ from bot.scaffold import answers
     ("schedule", "@fortnightly", "is not an Airflow preset"),
     ("serving_instance_type", "m5.large", "is not a SageMaker instance type"),
     ("kind", "ranking", "classification or regression"),
+    ("label", 'churned"""', "letters, digits, spaces and _ . : / -"),
+    ("label", " churned", "letters, digits, spaces"),
 ])
 def test_a_bad_answer_names_the_rule(question, value, says):
     problem = answers.problem(question, value, {"kind": "classification", "features": ["amount"]})
@@ -44,6 +47,7 @@ def test_a_bad_answer_names_the_rule(question, value, says):
     ("artifacts", "s3://ml-artifacts/churn"), ("image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn:v3"),
     ("min_improvement", 0.002), ("test_size", 0.25), ("region", "eu-west-1"), ("schedule", ""),
     ("schedule", "@daily"), ("schedule", "0 3 * * 1-5"), ("serving_instance_type", "ml.m5.xlarge"),
+    ("label", "is churned"), ("label", "revenue_30d"),
 ])
 def test_a_good_answer_passes(question, value):
     assert answers.problem(question, value, {"serving_vcpu": 1, "serving_memory_gib": 2, "region": "us-east-1"}) == ""
@@ -54,10 +58,10 @@ def test_the_label_may_not_be_a_feature():
 
 
 def test_metrics_follow_the_kind_and_the_pipelines_own_tables():
-    classification = answers.metrics_for("classification")
-    regression = answers.metrics_for("regression")
-    assert "auc" in classification and "rmse" in regression
-    assert set(classification) | set(regression) == set(PIPELINE_METRICS)
+    steps = dag_file.load()
+    assert answers.metrics_for("classification") == tuple(steps.CLASSIFICATION)
+    assert answers.metrics_for("regression") == tuple(steps.REGRESSION)
+    assert set(steps.CLASSIFICATION) | set(steps.REGRESSION) == set(PIPELINE_METRICS)
     assert "is not a regression metric" in answers.problem("metric", "auc", {"kind": "regression"})
     assert answers.direction("logloss") == "minimize" and answers.direction("r2") == "maximize"
 

@@ -5,8 +5,10 @@ request its schema gives as an example, and its Dockerfile is modelbot's."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -128,10 +130,19 @@ def test_the_workflow_runs_the_tests_and_the_check(made):
 @pytest.mark.timeout(300)
 def test_the_template_ships_in_modelbots_wheel(tmp_path):
     """Package data: every template file (dotfiles too) is in the wheel, so an installed modelbot can render it."""
+    # Built from a copy: setuptools writes build/ beside the sources, and the working tree is shared.
+    source = tmp_path / "source"
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in setup["packages"]["find"]["include"]:
+        shutil.copytree(ROOT / package.rstrip("*"), source / package.rstrip("*"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
-    wheel = next(tmp_path.glob("modelbot-*.whl"))
+    wheel = next((tmp_path / "wheel").glob("modelbot-*.whl"))
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("bot/scaffold/template/")}
     template = ROOT / "bot" / "scaffold" / "template"
     expected = {f"bot/scaffold/template/{p.relative_to(template).as_posix()}" for p in template.rglob("*")

@@ -90,7 +90,7 @@ def test_answers_given_with_data_reach_every_file(tmp_path):
     # A name with a '.' is a quoted TOML key, not a nested table.
     assert '[models."revenue.v2".pipeline]' in (package / "models.toml").read_text()
     source = (package / "revenue_model.py").read_text()
-    assert "TEST_SIZE = 0.3" in source and "LABEL = 'revenue'" in source and '"maximum": 1' not in source.split(
+    assert "TEST_SIZE = 0.3" in source and 'LABEL = "revenue"' in source and '"maximum": 1' not in source.split(
         "RESPONSE_SCHEMA =")[1]
     assert "64 GiB" in (package / "models.toml").read_text()  # training needs, said where the workers are sized
     assert "Still placeholders" in out and "channel" not in out.split("Still placeholders")[1].split("owners")[0]

@@ -130,3 +130,21 @@ def test_an_answer_changes_through_update_and_a_dirty_package_is_refused(tmp_pat
 def test_update_of_a_folder_modelbot_did_not_make_is_refused(tmp_path):
     code, _, err = modelbot("update", str(tmp_path))
     assert code == 2 and "has no .copier-answers.yml: it was not made by `modelbot new`" in err
+
+
+def test_a_package_whose_template_version_is_not_here_is_refused_saying_where_it_is(tmp_path, own_home,
+                                                                                     monkeypatch):
+    package = tmp_path / "churn"
+    assert modelbot("new", "churn", str(package), "--defaults")[0] == 0
+    made_with = yaml.safe_load((package / ".copier-answers.yml").read_text())
+    monkeypatch.setenv(template_repo.HOME_ENV, str(tmp_path / "another-home"))
+    code, _, err = modelbot("update", str(package))
+    assert code == 2 and f"follows the template repository {made_with['_src_path']}" in err
+    assert f"{template_repo.HOME_ENV}={made_with['_src_path']}" in err
+    monkeypatch.setenv(template_repo.HOME_ENV, str(own_home))
+    # Made by an older modelbot on a machine whose template repository this one never saw.
+    replace_in(package / ".copier-answers.yml", f"_commit: {made_with['_commit']}", "_commit: v0.0.9")
+    git(package, "commit", "-qam", "older")
+    code, _, err = modelbot("update", str(package))
+    assert code == 1 and "the template version v0.0.9 churn was made from is not in" in err
+    assert git(package, "status", "--porcelain") == ""
