@@ -37,7 +37,7 @@ def running(tmp_path_factory, moto_url, slack_server, airflow):
     models = directory / "models.toml"
     models.write_text(MODELS_TOML)
     env = app_env(slack=slack_server, moto_url=moto_url, database_url=f"sqlite:///{directory / 'm.db'}",
-                  models_file=models, MODELBOT_MAX_BODY_BYTES=str(MAX_BODY), MODELBOT_COMMAND_PROCESSES="1",
+                  models_file=models, MODELBOT_MAX_BODY_BYTES=str(MAX_BODY), MODELBOT_COMMAND_PROCESSES="0",
                   AIRFLOW_URL=f"http://{LOGIN}:{SECRET}@127.0.0.1:{airflow.port}")
     app = AppProcess(env, directory / "app.log").start()
     yield app
