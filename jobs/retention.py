@@ -4,8 +4,8 @@ MODELBOT_RETENTION_DAYS (default 90; 0 keeps everything).
 Pruned, oldest first:
 - slack_deliveries: the keys of Slack deliveries handled before the window (Slack retries within minutes);
 - slack_outbox: rows delivered (posted) or given up (dropped) before the window. Never a row still owed or being
-  delivered, never a row of a rollout that is unfinished or ended inside the window, never a row of a page that is
-  still open or still owes a delivery;
+  delivered, never a row of a rollout (its thread, or a deploy waiting for it) that is unfinished or ended inside
+  the window, never a row of a page that is still open or still owes a delivery to Slack or PagerDuty;
 - rollout_events: the evidence of rollouts that ended before the window, unless their page is still open.
 The rollouts themselves, pages, runs and the audit log are kept.
 
@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, exists, func, or_, select
 
-from bot.paging.tables import RESOLVED, Page
+from bot.paging.tables import RESOLVED, Page, pagerduty_owed_clause
 from bot.rollouts.states import FINAL_STATES
 from bot.rollouts.tables import Rollout, RolloutEvent
 from bot.slack.outbox import DROPPED, POSTED, OutboxMessage
@@ -30,7 +30,8 @@ from bot.store.foundation import SlackDelivery
 NAME = "retention"
 BATCH = 1000
 MAX_BATCHES = 20
-ROLLOUT_SUBJECT, PAGE_SUBJECT = "rollout:", "page:"
+# Outbox subjects that name a rollout (its thread; deploys waiting for it) or a page, by id.
+ROLLOUT_SUBJECTS, PAGE_SUBJECT = ("rollout:", "waiting:"), "page:"
 
 
 @dataclass
@@ -49,10 +50,20 @@ class Pruned:
         return text + (f"; more next pass ({', '.join(self.unfinished)})" if self.unfinished else "")
 
 
-def open_page(*, rollout_id=None, page_id=None):
-    """A page a human may still act on, or one that still owes a delivery: its rows are kept."""
-    match = Page.rollout_id == rollout_id if rollout_id is not None else Page.id == page_id
-    return exists().where(match, or_(Page.state != RESOLVED, Page.settled_version != Page.version))
+def still_open():
+    """A page a human may still act on, or one that still owes Slack or PagerDuty a delivery."""
+    return or_(Page.state != RESOLVED, Page.settled_version != Page.version, pagerduty_owed_clause())
+
+
+def open_page(rollout_id):
+    return exists().where(Page.rollout_id == rollout_id, still_open())
+
+
+def _subject_id(subject: str, prefixes: tuple[str, ...]) -> int | None:
+    for prefix in prefixes:
+        if subject.startswith(prefix) and subject[len(prefix):].isdigit():
+            return int(subject[len(prefix):])
+    return None
 
 
 def ended_before(cutoff: datetime):
@@ -76,26 +87,24 @@ def prune_deliveries(store, cutoff: datetime) -> tuple[int, bool]:
 
 def _prunable_subjects(session, subjects: set[str], cutoff: datetime) -> set[str]:
     """Which of these outbox subjects may lose their delivered rows: a rollout's once it ended before the window
-    with no open page, a page's once it is resolved and settled, anything else by age alone."""
-    rollout_ids = {int(x[len(ROLLOUT_SUBJECT):]) for x in subjects
-                   if x.startswith(ROLLOUT_SUBJECT) and x[len(ROLLOUT_SUBJECT):].isdigit()}
-    page_ids = {int(x[len(PAGE_SUBJECT):]) for x in subjects
-                if x.startswith(PAGE_SUBJECT) and x[len(PAGE_SUBJECT):].isdigit()}
+    with no open page, a page's once it is closed and owes nothing, anything else by age alone."""
+    rollout_of = {x: _subject_id(x, ROLLOUT_SUBJECTS) for x in subjects}
+    page_of = {x: _subject_id(x, (PAGE_SUBJECT,)) for x in subjects}
+    rollout_ids = {i for i in rollout_of.values() if i is not None}
+    page_ids = {i for i in page_of.values() if i is not None}
     done_rollouts = set(session.scalars(select(Rollout.id).where(
-        Rollout.id.in_(rollout_ids), ended_before(cutoff), ~open_page(rollout_id=Rollout.id)))) if rollout_ids else set()
-    settled_pages = set(session.scalars(select(Page.id).where(
-        Page.id.in_(page_ids), Page.state == RESOLVED, Page.settled_version == Page.version))) if page_ids else set()
+        Rollout.id.in_(rollout_ids), ended_before(cutoff), ~open_page(Rollout.id)))) if rollout_ids else set()
+    closed_pages = set(session.scalars(select(Page.id).where(Page.id.in_(page_ids), ~still_open()))) \
+        if page_ids else set()
     prunable = set()
     for subject in subjects:
-        if subject.startswith(ROLLOUT_SUBJECT):
-            number = subject[len(ROLLOUT_SUBJECT):]
-            if number.isdigit() and int(number) in done_rollouts:
+        if rollout_of[subject] is not None:
+            if rollout_of[subject] in done_rollouts:
                 prunable.add(subject)
-        elif subject.startswith(PAGE_SUBJECT):
-            number = subject[len(PAGE_SUBJECT):]
-            if number.isdigit() and int(number) in settled_pages:
+        elif page_of[subject] is not None:
+            if page_of[subject] in closed_pages:
                 prunable.add(subject)
-        else:
+        elif not subject.startswith(ROLLOUT_SUBJECTS + (PAGE_SUBJECT,)):
             prunable.add(subject)
     return prunable
 
@@ -131,7 +140,7 @@ def prune_events(store, cutoff: datetime) -> tuple[int, bool]:
     for _ in range(MAX_BATCHES):
         with store.session() as s:
             rollout_ids = s.scalars(select(Rollout.id).where(
-                ended_before(cutoff), ~open_page(rollout_id=Rollout.id),
+                ended_before(cutoff), ~open_page(Rollout.id),
                 exists().where(RolloutEvent.rollout_id == Rollout.id)).order_by(Rollout.id).limit(BATCH)).all()
             if not rollout_ids:
                 return total, False

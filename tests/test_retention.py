@@ -32,9 +32,13 @@ def rollout(s, name: str, state: str, *, started: timedelta, ended: timedelta | 
     return r.id
 
 
-def page(s, rollout_id: int | None, state: str, *, settled: bool = True) -> int:
-    p = Page(kind="rollback", dedup_key=f"modelbot-rollout-{rollout_id}-{state}-{settled}", rollout_id=rollout_id,
-             title="rolled back", alert_channel="C0ALERTS", state=state, version=3, settled_version=3 if settled else 2)
+def page(s, rollout_id: int | None, state: str, *, settled: bool = True, pagerduty_owed: bool = False) -> int:
+    now = utcnow()
+    p = Page(kind="rollback", dedup_key=f"modelbot-rollout-{rollout_id}-{state}-{settled}-{pagerduty_owed}",
+             rollout_id=rollout_id, title="rolled back", alert_channel="C0ALERTS", state=state, version=3,
+             settled_version=3 if settled else 2, resolved_at=now - OLD if state == RESOLVED else None,
+             # PagerDuty has the trigger; the resolve is still owed (or went through too).
+             pagerduty=True, pd_triggered_at=now - OLD, pd_resolved_at=None if pagerduty_owed else now - OLD)
     s.add(p)
     s.flush()
     return p.id
@@ -67,11 +71,13 @@ def seed(store) -> dict:
         page(s, paged_acknowledged, ACKNOWLEDGED)
         page_owing = rollout(s, "owing", "rolled_back", started=OLD, ended=OLD)
         page(s, page_owing, RESOLVED, settled=False)
+        pagerduty_owing = rollout(s, "pdowing", "rolled_back", started=OLD, ended=OLD)
+        page(s, pagerduty_owing, RESOLVED, pagerduty_owed=True)
         running = rollout(s, "running", "progressing", started=OLD, ended=None)
         ended_lately = rollout(s, "lately", "promoted", started=OLD, ended=RECENT)
         paged_done = rollout(s, "pageddone", "rolled_back", started=OLD, ended=OLD)
         page(s, paged_done, RESOLVED)
-        keep["events_of"] |= {paged_open, paged_acknowledged, page_owing, running, ended_lately}
+        keep["events_of"] |= {paged_open, paged_acknowledged, page_owing, pagerduty_owing, running, ended_lately}
 
         outbox(s, f"rollout:{done}", POSTED, OLD)
         outbox(s, f"rollout:{done}", DROPPED, OLD)
@@ -79,8 +85,10 @@ def seed(store) -> dict:
         keep["outbox"].add(outbox(s, f"rollout:{done}", OWED, OLD))  # still owed: never
         keep["outbox"].add(outbox(s, f"rollout:{done}", CLAIMED, OLD))  # being delivered
         keep["outbox"].add(outbox(s, f"rollout:{done}", POSTED, RECENT))
-        for protected in (paged_open, paged_acknowledged, page_owing, running, ended_lately):
+        for protected in (paged_open, paged_acknowledged, page_owing, pagerduty_owing, running, ended_lately):
             keep["outbox"].add(outbox(s, f"rollout:{protected}", POSTED, OLD))
+        keep["outbox"].add(outbox(s, f"waiting:{running}", POSTED, OLD))  # a deploy waiting for a running rollout
+        outbox(s, f"waiting:{done}", POSTED, OLD)
         open_page = page(s, None, OPEN)
         settled_page = page(s, None, RESOLVED)
         keep["outbox"].add(outbox(s, f"page:{open_page}", POSTED, OLD))
@@ -107,7 +115,7 @@ def test_a_pass_prunes_only_what_is_done_and_past_the_window(make_services):
     summary = retention.run_once(services)
 
     assert remaining(services.store) == keep
-    assert summary == "pruned 2 Slack deliveries, 5 outbox rows and 4 rollout events older than 90 days"
+    assert summary == "pruned 2 Slack deliveries, 6 outbox rows and 4 rollout events older than 90 days"
     with services.store.session() as s:  # the rollouts and pages themselves stay
         assert len(s.scalars(select(Rollout.id)).all()) == before["rollouts"]
         assert len(s.scalars(select(Page.id)).all()) == before["pages"]
