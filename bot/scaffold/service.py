@@ -94,16 +94,28 @@ def parse_data(pairs: list[str], template: Path = template_repo.PACKAGED) -> dic
 def _check_destination(directory: Path, force: bool) -> None:
     if directory.exists() and not directory.is_dir():
         raise Refused(f"{directory} is a file, not a folder; nothing was written")
-    if directory.is_dir() and not force:
+    if directory.is_dir():
         entries = sorted(p.name for p in directory.iterdir())
-        if entries:
+        if entries and not force:
             shown = ", ".join(entries[:5]) + (", …" if len(entries) > 5 else "")
             raise Refused(f"{directory} is not empty ({shown}); pick an empty or new folder, or pass --force to "
                           "write the package over what is there")
-    if not directory.parent.is_dir():
-        raise Refused(f"{directory.parent} does not exist; nothing was written")
-    if not os.access(directory.parent, os.W_OK):
-        raise Refused(f"{directory.parent} is not writable; nothing was written")
+        where = directory
+    else:
+        where = directory.parent
+        if not where.is_dir():
+            raise Refused(f"{where} does not exist; nothing was written")
+    if not os.access(where, os.W_OK):
+        raise Refused(f"{where} is not writable; nothing was written")
+
+
+def _staging_folder(directory: Path) -> Path:
+    """Beside a new DIR (renamed into place in one step), or inside an existing one (its entries then moved up,
+    so a DIR that is someone's current folder stays that folder)."""
+    where = directory if directory.is_dir() else directory.parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.modelbot-new.", dir=where))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the package's
+    return staging
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -133,25 +145,33 @@ def _initialise_git(staging: Path, name: str, tag: str) -> str:
     return "initialised" if done.returncode == 0 else "staged"
 
 
-def _move_into_place(staging: Path, directory: Path) -> bool:
-    """Returns True when DIR was created (so it may be removed again if the models file cannot be written)."""
+def _move_into_place(staging: Path, directory: Path) -> list[Path]:
+    """Moves the rendered package into DIR; returns what did not exist before, to take back if the models file
+    cannot be written (with --force, files the package overwrote stay overwritten)."""
     if not directory.exists():
         os.rename(staging, directory)
-        return True
-    if not any(directory.iterdir()):
-        directory.rmdir()
-        os.rename(staging, directory)
-        return True
-    for entry in staging.iterdir():  # --force over existing files
+        return [directory]
+    created = []
+    for entry in sorted(staging.iterdir()):
         target = directory / entry.name
-        if entry.is_dir():
+        if not target.exists():
+            os.rename(entry, target)
+            created.append(target)
+        elif entry.is_dir() and target.is_dir():
             shutil.copytree(entry, target, dirs_exist_ok=True)
         else:
             if target.is_dir():
                 shutil.rmtree(target)
-            shutil.copy2(entry, target)
-    shutil.rmtree(staging)
-    return False
+            os.replace(entry, target)
+    return created
+
+
+def _take_back(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 # ---- the shared models file ----------------------------------------------------------------------------------------
@@ -316,8 +336,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
     except TemplateRepoError as exc:
         raise ScaffoldError(f"{exc}; nothing was written") from None
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.modelbot-new.", dir=directory.parent))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the package's
+    staging = _staging_folder(directory)
     token = answers.EXISTING.set(existing)
     candidate: Path | None = None
     try:
@@ -330,8 +349,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
                 _replace_shared(shared, candidate)
                 candidate = None
             except BaseException:
-                if created:  # the entry could not be added: the package goes too
-                    shutil.rmtree(directory, ignore_errors=True)
+                _take_back(created)  # the entry could not be added: the package goes too
                 raise
     finally:
         answers.EXISTING.reset(token)

@@ -167,7 +167,7 @@ def test_a_bad_name_or_answer_is_refused_naming_the_rule_and_nothing_is_written(
     assert not (tmp_path / "pkg").exists() and leftovers(tmp_path) == []
 
 
-def test_a_non_empty_folder_is_refused_unless_forced(tmp_path):
+def test_a_non_empty_folder_is_refused_unless_forced(tmp_path, monkeypatch):
     folder = tmp_path / "pkg"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
@@ -177,9 +177,13 @@ def test_a_non_empty_folder_is_refused_unless_forced(tmp_path):
     code, _, err = modelbot("new", "fraud", str(folder), "--defaults", "--force")
     assert code == 0, err
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "fraud_model.py").is_file()
-    # An empty folder is fine without --force.
-    (tmp_path / "empty").mkdir()
-    assert modelbot("new", "fraud", str(tmp_path / "empty"), "--defaults")[0] == 0
+    # An empty folder is fine without --force, also as `.`: the folder stays the one the shell is in.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    inode = empty.stat().st_ino
+    monkeypatch.chdir(empty)
+    assert modelbot("new", "fraud", ".", "--defaults")[0] == 0
+    assert empty.stat().st_ino == inode and (empty / "fraud_model.py").is_file() and leftovers(empty) == []
 
 
 def test_a_failure_at_the_last_step_takes_the_new_package_back(tmp_path, monkeypatch):
@@ -187,10 +191,14 @@ def test_a_failure_at_the_last_step_takes_the_new_package_back(tmp_path, monkeyp
     shared = tmp_path / "models.toml"
     shared.write_text(SHARED)
 
-    def refuse(src, dst):
-        raise PermissionError(f"read-only: {dst}")
+    replace = os.replace
 
-    monkeypatch.setattr(service.os, "replace", refuse)
+    def refuse_the_models_file(src, dst):
+        if Path(dst) == shared:
+            raise PermissionError(f"read-only: {dst}")
+        return replace(src, dst)
+
+    monkeypatch.setattr(service.os, "replace", refuse_the_models_file)
     with pytest.raises(PermissionError):
         service.new_package("fraud", tmp_path / "fraud", service.parse_data(REAL[1::2]), defaults=True,
                             models_file=shared)
