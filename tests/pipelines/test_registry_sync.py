@@ -4,9 +4,11 @@ once, and retries after a registry failure. Real SQL (SQLite and PostgreSQL), re
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import boto3
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.pipelines import packages
 from bot.pipelines.tables import ModelPackage
@@ -33,19 +35,22 @@ def registry_says(arn: str) -> tuple[str, str | None]:
     return desc["ModelApprovalStatus"], desc.get("ApprovalDescription")
 
 
-def add_rollout(services, run_id: str, state: str, *, candidate: str, ended_by=None, reason=None,
-                forced_by=None) -> int:
-    now = utcnow()
+def add_rollout(services, run_id: str | None, state: str, *, candidate: str, ended_by=None, reason=None,
+                forced_by=None, forced_reason: str = "hotfix INC-7", later: float = 0.0) -> int:
+    """A rollout of the candidate: the run's own (run_id), or one started from Slack (run_id None, `later`
+    seconds after the deploy was recorded: /model promote, --force)."""
+    now = utcnow() + timedelta(seconds=later)
     with services.store.session() as s:
         r = Rollout(model="churn", active_model=None if state in ("promoted", "rolled_back", "aborted") else "churn",
-                    run_key=f"churn/{run_id}", source="airflow", endpoint="churn-prod", region=REGION,
-                    stable_variant="v41", candidate_variant=candidate, steps=[10, 100], state=state, step_index=0,
-                    ended_by=ended_by, ended_reason=reason, version=1, created_at=now, updated_at=now)
+                    run_key=f"churn/{run_id}" if run_id else None, source="airflow" if run_id else "slack",
+                    endpoint="churn-prod", region=REGION, stable_variant="v41", candidate_variant=candidate,
+                    steps=[10, 100], state=state, step_index=0, ended_by=ended_by, ended_reason=reason, version=1,
+                    created_at=now, updated_at=now)
         s.add(r)
         s.flush()
         if forced_by:
             s.add(RolloutEvent(rollout_id=r.id, at=now, kind="forced", state="baking", step_index=1,
-                               candidate_percent=100.0, actor=forced_by, detail={"reason": "hotfix INC-7"}))
+                               candidate_percent=100.0, actor=forced_by, detail={"reason": forced_reason}))
         return r.id
 
 
@@ -128,29 +133,7 @@ def test_a_first_model_is_serving_without_a_rollout(services, pipeline_aws):
 
 # ---------------------------------------------------------------- the package follows its candidate (issue 21, item 20)
 
-def slack_rollout(services, state: str, *, candidate: str, forced_by=None, ended_by=None, reason=None) -> int:
-    """A rollout started from Slack (/model promote, --force): no run key, begun after the deploy was recorded."""
-    from datetime import timedelta
-
-    later = utcnow() + timedelta(seconds=5)
-    with services.store.session() as s:
-        r = Rollout(model="churn", active_model=None if state in ("promoted", "rolled_back", "aborted") else "churn",
-                    run_key=None, source="slack", endpoint="churn-prod", region=REGION, stable_variant="v41",
-                    candidate_variant=candidate, steps=[10, 100], state=state, step_index=1, ended_by=ended_by,
-                    ended_reason=reason, version=1, created_at=later, updated_at=later)
-        s.add(r)
-        s.flush()
-        if forced_by:
-            s.add(RolloutEvent(rollout_id=r.id, at=later, kind="forced", state="baking", step_index=1,
-                               candidate_percent=100.0, actor=forced_by, detail={"reason": "release"}))
-        return r.id
-
-
 def set_state(services, rollout_id: int, state: str, **values) -> None:
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
     with services.store.session() as s:
         s.execute(update(Rollout).where(Rollout.id == rollout_id).values(
             state=state, updated_at=utcnow() + timedelta(seconds=10), **values))
@@ -163,7 +146,8 @@ def test_a_forced_promotion_from_slack_approves_the_pipelines_package(services, 
     deploy(services, "r1", "v42", arn)
     add_rollout(services, "r1", "aborted", candidate="v42", reason="replaced")
     assert model_registry_sync.run_once(services) == "1 left pending (rollout aborted)"
-    forced = slack_rollout(services, "baking", candidate="v42", forced_by="U0ADMIN")
+    forced = add_rollout(services, None, "baking", candidate="v42", forced_by="U0ADMIN", forced_reason="release",
+                         later=5)
     assert model_registry_sync.run_once(services) == "nothing to do"  # baking: not decided yet
     assert registry_says(arn)[0] == "PendingManualApproval"
     set_state(services, forced, "promoted")
@@ -180,7 +164,7 @@ def test_a_rolled_back_candidate_promoted_later_is_approved_and_a_promotion_roll
     add_rollout(services, "r1", "rolled_back", candidate="v42", ended_by="U0ALICE", reason="flaky metric")
     assert model_registry_sync.run_once(services) == "1 rejected"
     # A week later the owners try again by hand: /model promote churn --variant v42, and it passes.
-    again = slack_rollout(services, "progressing", candidate="v42")
+    again = add_rollout(services, None, "progressing", candidate="v42", later=5)
     assert model_registry_sync.run_once(services) == "nothing to do"
     assert registry_says(arn)[0] == "Rejected"  # while it runs, the last decision stands
     set_state(services, again, "promoted")
