@@ -44,9 +44,9 @@ def scaffold_environment(home: Path, scratch: Path) -> dict[str, str]:
 def scaffold_env(monkeypatch, template_home, tmp_path):
     for key, value in scaffold_environment(template_home, tmp_path).items():
         monkeypatch.setenv(key, value)
-    sizing._prices.cache_clear()
+    sizing.forget()
     yield
-    sizing._prices.cache_clear()
+    sizing.forget()
 
 
 def modelbot(*argv: str) -> tuple[int, str, str]:

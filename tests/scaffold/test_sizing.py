@@ -26,7 +26,7 @@ def priced(database_url, monkeypatch):
     pricing.store_prices(store, Fetched(region="us-east-1", source="bulk", records=records),
                          utcnow() - timedelta(days=2))
     monkeypatch.setenv("DATABASE_URL", database_url)
-    sizing._prices.cache_clear()
+    sizing.forget()
     yield store
     store.dispose()
 
