@@ -8,6 +8,8 @@ from __future__ import annotations
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
+from bot.status import service as status
+from bot.status import snapshot
 from jobs import endpoint_snapshot
 from tests.endpoints import create_endpoint
 from tests.status.conftest import ack
@@ -38,25 +40,28 @@ def test_each_variants_health_and_instances(services_for, status_aws):
     endpoint_snapshot.run_once(services)
     assert "Health: `v41` healthy, 2 instances · :warning: `v42` 1 of 2 instances in service" in detail(services)
 
-
-def test_a_variant_that_failed_to_start_shows_sagemakers_reason(services_for, status_aws):
-    """UpdateEndpoint adding the candidate failed (its container never answered /ping): SageMaker rolled the
-    endpoint back to the config before it, InService, and says why in FailureReason."""
-    services = services_for(["churn"])
-    create_endpoint("churn-prod", {"v41": 1.0})
-    reason = ("The primary container for production variant v42 did not pass the ping health check. Please check "
-              "CloudWatch logs for this endpoint.")
-    moto_endpoint("churn-prod").failure_reason = reason
-    endpoint_snapshot.run_once(services)
-    lines = detail(services)
-    assert (f":warning: SageMaker's last update of `churn-prod` failed: {reason} (the endpoint is InService on "
-            "`churn-prod-config-1`)") in lines
+    # `/model status churn --live` reads SageMaker now, through the same snapshot code.
+    stable.update(VariantStatus=[{"Status": "Updating", "StatusMessage": "Scaling from 2 to 3 instances"}],
+                  DesiredInstanceCount=3)
+    snapshot.take(services, [services.registry.get("churn")], source="live")
+    state = status.from_snapshot(services, services.registry.get("churn")).endpoint
+    assert state.variants[0].statuses == (("Updating", "Scaling from 2 to 3 instances"),)
+    assert (state.variants[0].instance_count, state.variants[0].desired_instance_count) == (2, 3)
 
 
-def test_a_failed_endpoint_says_so_and_why_and_recovery_clears_it(services_for, status_aws):
+def test_sagemakers_failure_reason_for_a_failed_update_or_a_failed_endpoint(services_for, status_aws):
     services = services_for(["churn"])
     create_endpoint("churn-prod", {"v41": 1.0})
     endpoint = moto_endpoint("churn-prod")
+    # UpdateEndpoint adding the candidate failed (its container never answered /ping): SageMaker went back to the
+    # config before it, InService, and says why in FailureReason.
+    reason = ("The primary container for production variant v42 did not pass the ping health check. Please check "
+              "CloudWatch logs for this endpoint.")
+    endpoint.failure_reason = reason
+    endpoint_snapshot.run_once(services)
+    assert (f":warning: SageMaker's last update of `churn-prod` failed: {reason} (the endpoint is InService on "
+            "`churn-prod-config-1`)") in detail(services)
+
     endpoint.endpoint_status, endpoint.failure_reason = "Failed", "ModelError: model.pkl could not be unpickled"
     endpoint_snapshot.run_once(services)
     lines = detail(services)
@@ -67,18 +72,3 @@ def test_a_failed_endpoint_says_so_and_why_and_recovery_clears_it(services_for, 
     endpoint.endpoint_status, endpoint.failure_reason = "InService", None
     endpoint_snapshot.run_once(services)
     assert not [line for line in detail(services) if "failed" in line]
-
-
-def test_live_status_reads_health_too(services_for, status_aws):
-    """`/model status churn --live` reads SageMaker now, through the same snapshot code."""
-    from bot.status import service as status
-    from bot.status import snapshot
-
-    services = services_for(["churn"])
-    create_endpoint("churn-prod", {"v41": 1.0})
-    moto_endpoint("churn-prod").production_variants[0].update(VariantStatus=[
-        {"Status": "Updating", "StatusMessage": "Scaling from 1 to 3 instances"}], DesiredInstanceCount=3)
-    snapshot.take(services, [services.registry.get("churn")], source="live")
-    state = status.from_snapshot(services, services.registry.get("churn")).endpoint
-    assert state.variants[0].statuses == (("Updating", "Scaling from 1 to 3 instances"),)
-    assert (state.variants[0].instance_count, state.variants[0].desired_instance_count) == (1, 3)
