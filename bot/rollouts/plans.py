@@ -393,7 +393,7 @@ def rollback_reason(r: Rollout, decision, alpha: float) -> str:
         return (f"candidate `{r.candidate_variant}` mean latency {text.latency_ms(ev.latency_candidate)} vs stable "
                 f"{text.latency_ms(ev.latency_stable)} at {formatting.percent(r.percent)} of traffic: shown slower "
                 f"than the latency margin allows at α {alpha:g} (evidence {formatting.big(ev.latency_statistic)} "
-                f"≥ {ev.latency_threshold:g})")
+                f"≥ {ev.latency_threshold:.3g})")
     cand = getattr(ev, f"candidate_rate_{failing}", None)
     stab = getattr(ev, f"stable_rate_{failing}", None)
     # The rollout's whole evidence when the judgement gives it (issue 22), else the failing type's.
