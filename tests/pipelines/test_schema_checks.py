@@ -207,3 +207,16 @@ def test_check_names_the_row_a_schema_refuses(tmp_path, monkeypatch, modules):
     assert code == 1 and out == ""
     assert err.startswith("Pipeline check of churn failed: churn_model.REQUEST_SCHEMA refuses ")
     assert "complaints_z: " in err and "(rule maximum: 0)" in err
+
+
+def test_a_production_schema_that_cannot_be_compared_is_said_not_fatal(steps):
+    class Contract:  # the report reads only the candidate's request schema
+        request_schema = {"type": "object"}
+
+    production = steps.Production(model=None, arn="arn:aws:sagemaker:us-east-1:1:model-package/churn/3",
+                                  schemas={"request": {"$ref": "https://example.com/remote.json"}})
+    report = steps.schema_report(Contract(), production, allow=False, uri="s3://b/schemas.json", requests=1,
+                                 predictions=1)
+    assert not report["compared"] and not report["blocked"]
+    assert report["note"].startswith("production's request schema (arn:aws:sagemaker:us-east-1:1:model-package/"
+                                     "churn/3) could not be compared (")
