@@ -236,9 +236,9 @@ class _Comparer:
             schema = merged
         return schema
 
-    def _branches(self, schema: Any, lookup) -> list[Any]:
+    def _branches(self, schema: Any, lookup, depth: int = 0) -> list[Any]:
         schema = self._deref(schema, lookup)
-        if not isinstance(schema, dict):
+        if not isinstance(schema, dict) or depth > _MAX_DEPTH:
             return [schema]
         for key in ("anyOf", "oneOf"):
             if isinstance(schema.get(key), list):
@@ -247,7 +247,7 @@ class _Comparer:
                 for alt in schema[key]:
                     alt = self._deref(alt, lookup)
                     if isinstance(alt, dict):
-                        out.extend(self._branches({**base, **alt}, lookup))
+                        out.extend(self._branches({**base, **alt}, lookup, depth + 1))
                     elif alt is not False:
                         out.append(base or alt)
                 return out
