@@ -1,9 +1,10 @@
 """`modelbot new` and `modelbot update`: a model package rendered from modelbot's template with Copier, and
 later brought up to date with it.
 
-Nothing is half-written: the package is rendered into a temporary folder beside DIR and moved into place only
-when every answer passed and its models-file entry loads with modelbot's own loader; an entry for a shared
-models file is checked together with the file's other models and written by an atomic replace, last.
+Nothing is half-written: the package is rendered into a temporary folder (beside DIR, or inside it when it
+exists) and moved into place only when every answer passed and its models-file entry loads with modelbot's own
+loader; an entry for a shared models file is checked together with the file's other models and written by an
+atomic replace, last.
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ from typing import Any
 
 import copier
 import yaml
-from copier.errors import CopierAnswersInterrupt, CopierError, UserMessageError
+from copier.errors import CopierError, UserMessageError
 from plumbum import ProcessExecutionError
 
 from bot.registry import Registry, RegistryError, load_registry
-from bot.scaffold import answers, sizing, template_repo
+from bot.scaffold import answers, git, sizing, template_repo
 from bot.scaffold.template_repo import TemplateRepoError
 
 ANSWERS_FILE = ".copier-answers.yml"
 ENTRY_FILE = "models.toml"  # the template renders the model's entry here
-GIT_TIMEOUT = 60
 
 
 class ScaffoldError(Exception):
@@ -51,7 +51,7 @@ class Made:
     answers: dict[str, Any]
     instance: sizing.Choice
     models_file: Path | None  # the shared models file the entry was added to; None: the package's own
-    git: str  # what was done about git: "initialised", "inside" (an enclosing repository), "none"
+    git: str  # "initialised" (first commit made), "staged" (no git identity to commit with), "inside" a repository
     placeholders: list[str] = field(default_factory=list)
 
 
@@ -120,14 +120,9 @@ def _staging_folder(directory: Path) -> Path:
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT)
-    except FileNotFoundError:
-        raise ScaffoldError("git is not installed; Copier needs it for the template's versions") from None
-    except subprocess.TimeoutExpired:
-        raise ScaffoldError(f"git {args[0]} in {cwd} took over {GIT_TIMEOUT} s") from None
-    if check and done.returncode != 0:
-        raise ScaffoldError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
-    return done
+        return git.run(cwd, *args, check=check)
+    except git.GitError as exc:
+        raise ScaffoldError(str(exc)) from None
 
 
 def _enclosing_repository(directory: Path) -> bool:
@@ -342,7 +337,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
     try:
         given = _render(published, staging, name, data, user_defaults, defaults)
         candidate = _checked_entry(staging, given, shared)
-        git = "inside" if _enclosing_repository(directory) else _initialise_git(staging, name, published.tag)
+        git_state = "inside" if _enclosing_repository(directory) else _initialise_git(staging, name, published.tag)
         created = _move_into_place(staging, directory)
         if candidate is not None:
             try:
@@ -358,7 +353,7 @@ def new_package(name: str, directory: str | Path, data: dict[str, str] | None = 
         shutil.rmtree(staging, ignore_errors=True)
     return Made(name=name, directory=directory, tag=published.tag, template=published.path, answers=given,
                 instance=sizing.choose(given["serving_vcpu"], given["serving_memory_gib"], given["region"]),
-                models_file=shared.path if shared else None, git=git, placeholders=_placeholders(given))
+                models_file=shared.path if shared else None, git=git_state, placeholders=_placeholders(given))
 
 
 # ---- modelbot update ----------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from typing import Iterator
 import platformdirs
 from packaging.version import InvalidVersion, Version
 
+from bot.scaffold import git
+
 HOME_ENV = "MODELBOT_TEMPLATE_HOME"
 PACKAGED = Path(__file__).resolve().parent / "template"
-GIT_TIMEOUT = 60
 IDENTITY = {"GIT_AUTHOR_NAME": "modelbot", "GIT_AUTHOR_EMAIL": "modelbot@localhost",
             "GIT_COMMITTER_NAME": "modelbot", "GIT_COMMITTER_EMAIL": "modelbot@localhost"}
 
@@ -64,17 +64,11 @@ def modelbot_version() -> Version:
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None, work_tree: Path | None = None) -> str:
-    command = ["git", f"--git-dir={repo / '.git'}", f"--work-tree={work_tree or repo}", *args]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                              env={**os.environ, **IDENTITY, **(env or {})})
-    except FileNotFoundError:
-        raise TemplateRepoError("git is not installed: Copier needs it to version the model template") from None
-    except subprocess.TimeoutExpired:
-        raise TemplateRepoError(f"git {args[0]} in {repo} took over {GIT_TIMEOUT} s; nothing was published") from None
-    if done.returncode != 0:
-        raise TemplateRepoError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip()
+        return git.run(repo, f"--git-dir={repo / '.git'}", f"--work-tree={work_tree or repo}", *args,
+                       env={**IDENTITY, **(env or {})}).stdout.strip()
+    except git.GitError as exc:
+        raise TemplateRepoError(f"{exc}; the template was not published") from None
 
 
 @contextmanager
@@ -147,8 +141,7 @@ def has_version(repo: Path, tag: str) -> bool:
     """Whether the template repository holds the version a package was made from (its `_commit`)."""
     if not (repo / ".git").is_dir():
         return False
-    return subprocess.run(["git", f"--git-dir={repo / '.git'}", "rev-parse", "--verify", "--quiet",
-                           f"refs/tags/{tag}"], capture_output=True, timeout=GIT_TIMEOUT).returncode == 0
+    return git.run(repo, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}", check=False).returncode == 0
 
 
 def _tag_version(tag: str) -> Version:
