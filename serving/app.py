@@ -1,7 +1,7 @@
 """The WSGI application SageMaker talks to: GET /ping, POST /invocations (and GET /schema for people).
 
 One log line per invocation carries the inference id SageMaker sends (X-Amzn-SageMaker-Inference-Id), so a
-caller's failed request can be found in CloudWatch Logs. A request that breaks REQUEST_SCHEMA is a 400 naming
+caller's failed request can be found in CloudWatch Logs (answered ones through serving/access_log.py). A request that breaks REQUEST_SCHEMA is a 400 naming
 each field; a prediction that breaks RESPONSE_SCHEMA is a 500, logged with its fields: a candidate that breaks
 its contract shows in the endpoint's 4XX/5XX metrics, which the rollout judges.
 """
@@ -15,6 +15,7 @@ import time
 import traceback
 
 from serving import payloads
+from serving.access_log import AccessLog, clean_id
 from serving.errors import RequestError, server_error, shorten
 from serving.loading import ServedModel
 
@@ -25,9 +26,10 @@ INFERENCE_ID = "HTTP_X_AMZN_SAGEMAKER_INFERENCE_ID"
 
 
 class ServingApp:
-    def __init__(self, model: ServedModel, *, max_request_bytes: int):
+    def __init__(self, model: ServedModel, *, max_request_bytes: int, access_log: AccessLog | None = None):
         self.model = model
         self.max_request_bytes = max_request_bytes
+        self.access_log = access_log or AccessLog()
         # One predict at a time per worker process: a data scientist's model need not be thread-safe. The other
         # threads keep answering /ping and parsing requests meanwhile; workers give the parallelism.
         self._predict_lock = threading.Lock()
@@ -56,7 +58,7 @@ class ServingApp:
 
     def invocations(self, environ, start_response):
         started = time.perf_counter()
-        inference_id = environ.get(INFERENCE_ID) or "-"
+        inference_id = clean_id(environ.get(INFERENCE_ID))
         rows = 0
         try:
             body = self._read_body(environ)
@@ -79,8 +81,7 @@ class ServingApp:
             error = server_error(f"modelbot-serve failed on this request: {type(exc).__name__}: "
                                  f"{shorten(str(exc), 200)}")
             return _respond(start_response, error.status, error.body())
-        log.info("POST /invocations 200 %s %.1f ms inference_id=%s", _rows(rows),
-                 (time.perf_counter() - started) * 1000, inference_id)
+        self.access_log.answered(_rows(rows), (time.perf_counter() - started) * 1000, inference_id)
         return _respond(start_response, "200 OK", answer)
 
     def _read_body(self, environ) -> bytes:

@@ -20,6 +20,7 @@ from serving.server import run, watch_predict
 from serving.settings import Settings, failure_file
 
 log = logging.getLogger("modelbot.serve")
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(message)s"  # serving/access_log.py writes the same
 
 USAGE = """Serve a model module on SageMaker's container contract: GET /ping, POST /invocations.
 
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="check the module and its schemas (not the model), print what was found, and exit; "
                              "the Dockerfile runs it so a broken module fails the build")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [%(process)d] %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     try:
         settings = Settings.from_environ(port=args.port, host=args.host)
         if args.check:

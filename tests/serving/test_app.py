@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.access_log import clean_id
 from serving.app import ServingApp
 from serving.loading import load_served_model
 from serving.payloads import to_frame
@@ -253,3 +254,10 @@ def test_a_fault_of_the_runtime_itself_is_a_json_500_logged_with_the_inference_i
     assert answer.code == 500
     assert answer.json()["error"].startswith("modelbot-serve failed on this request: TypeError")
     assert "inference_id=inf-bug" in caplog.text and "Traceback" in caplog.text
+
+
+def test_inference_ids_reach_the_log_printable_and_bounded():
+    assert clean_id(None) == clean_id("") == "-"
+    assert clean_id("7f9c2a-11") == "7f9c2a-11"
+    assert clean_id("a b\x1bc") == "a?b?c"
+    assert clean_id("x" * 500) == "x" * 128

@@ -136,7 +136,9 @@ def test_each_invocation_is_logged_with_its_inference_id(server):
                   broken).status_code == 500
     out = wait_for_log(server, f"inference_id={broken}")
     lines = {i: next(line for line in out.splitlines() if f"inference_id={i}" in line) for i in (good, bad, broken)}
-    assert re.search(r"INFO \[\d+\] POST /invocations 200 1 row [\d.]+ ms", lines[good])
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "  # one format, from the access log and from logging alike
+    assert re.match(stamp + r"INFO \[\d+\] POST /invocations 200 1 row [\d.]+ ms inference_id=", lines[good])
+    assert re.match(stamp + r"WARNING \[\d+\] POST /invocations 400 1 row [\d.]+ ms inference_id=", lines[bad])
     assert "WARNING" in lines[bad] and " 400 " in lines[bad] and "instances[0].tenure_months" in lines[bad]
     assert "ERROR" in lines[broken] and " 500 " in lines[broken]
     assert "predictions[0]: 1.5 is greater than the maximum of 1" in lines[broken]
