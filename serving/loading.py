@@ -106,6 +106,9 @@ def _import(name: str) -> ModuleType:
     except SyntaxError as exc:
         raise StartupError(f"importing {name} failed: SyntaxError: {exc.msg} ({Path(exc.filename or '?').name}, "
                            f"line {exc.lineno})") from exc
+    except SystemExit as exc:  # argparse or sys.exit at the module's top level
+        raise StartupError(f"importing {name} called sys.exit({exc.code!r}){_where(exc)}: code that runs the "
+                           "module as a script belongs under `if __name__ == \"__main__\":`") from exc
     except Exception as exc:
         raise StartupError(f"importing {name} raised {_exception(exc)}{_where(exc)}") from exc
 
@@ -165,7 +168,7 @@ def _load_model(contract: ModelModule, model_dir: Path) -> tuple[Any, str]:
     if contract.load is not None:
         try:
             model = contract.load(str(model_dir))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise StartupError(f"{name}.load({str(model_dir)!r}) raised {_exception(exc)}{_where(exc)}") from exc
         if model is None:
             raise StartupError(f"{name}.load({str(model_dir)!r}) returned None; it must return the model")

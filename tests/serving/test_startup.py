@@ -44,6 +44,9 @@ CASES = {
                                "installed (case_module.py, line 3): add it to the model's requirements"),
     "module raises": Case(SCHEMAS + PREDICT + "THRESHOLD = 1 / 0\n", None,
                           "importing case_module raised ZeroDivisionError: division by zero (case_module.py, line 5)"),
+    "module exits": Case(SCHEMAS + PREDICT + "import sys\nsys.exit(2)\n", None,
+                         "importing case_module called sys.exit(2) (case_module.py, line 6): code that runs the module "
+                         'as a script belongs under `if __name__ == "__main__":`'),
     "no predict": Case(SCHEMAS, None, "case_module has no predict: define predict(model, features) -> one "
                        "prediction per row"),
     "predict takes one argument": Case(SCHEMAS + "def predict(features):\n    return features\n", None,
