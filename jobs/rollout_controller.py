@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.integrations import cloudwatch
-from bot.rollouts import executor, judgement_history, notices, service
+from bot.rollouts import executor, judgement_history, latency_minutes, notices, service
 from bot.rollouts import tables as store
 from bot.rollouts.judgement import Counts, judge
 from bot.rollouts.plans import plan_finish_bake, plan_judgement
@@ -135,19 +135,25 @@ def _judge_all(services, rows, now: datetime, stats: TickStats, max_queries_per_
             stats.problems.append(error)
         # The judgement bets, tick by tick, on what the earlier ticks showed: it needs them all (one query).
         history = judgement_history.earlier_ticks(services, [r.id for r in group if r.id in result.counts])
+        # Models with a latency_margin: ModelLatency minute by minute, read the same way; incomplete: not judged.
+        latency = latency_minutes.read(services, [r for r in group if r.id in result.counts], region, now)
+        stats.cloudwatch_calls += latency.calls
         for r in group:
             counts = result.counts.get(r.id)
-            if counts is None:
+            if counts is None or r.id in latency.not_judged:
                 stats.counts["not judged"] += 1
+                if r.id in latency.not_judged:
+                    stats.problems.append(f"rollout {r.id}: {latency.not_judged[r.id]}")
                 continue
             try:
-                _judge_one(services, r, counts, now, stats, history=history.get(r.id, ()))
+                _judge_one(services, r, counts, now, stats, history=history.get(r.id, ()),
+                           latency=latency.minutes.get(r.id))
             except Exception as exc:
                 log.exception("rollout %s: judging failed", r.id)
                 stats.problems.append(f"rollout {r.id}: {type(exc).__name__}: {exc}")
 
 
-def _judge_one(services, r, counts, now: datetime, stats: TickStats, history=()) -> None:
+def _judge_one(services, r, counts, now: datetime, stats: TickStats, history=(), latency=None) -> None:
     model = services.registry.get(r.model)
     if model is None:
         stats.counts["not judged"] += 1
@@ -162,7 +168,8 @@ def _judge_one(services, r, counts, now: datetime, stats: TickStats, history=())
     timer = r.when("timer_started_at") or r.when("step_started_at")
     # A paused rollout is judged only for a rollback: its clock does not run towards another pause.
     minutes = 0.0 if r.state == RolloutState.PAUSED else max(0.0, (now - timer).total_seconds() / 60)
-    decision = judge(stable, candidate, settings, minutes, step=r.step_index, steps=r.steps, history=history)
+    decision = judge(stable, candidate, settings, minutes, step=r.step_index, steps=r.steps, history=history,
+                     latency=latency)
     plan = plan_judgement(r, settings, decision, stable, candidate, now)
     if plan is None:
         # Paused: the history is kept, but the step's message is not edited to "shift" while a human holds it.
