@@ -81,8 +81,11 @@ def evidence_line(evidence, settings: RolloutSettings) -> str:
         f"margin {pp(settings.margin)[1:]}",
     ]
     if get("latency_minutes"):
+        lat = get("latency_statistic")
+        slower = (f", evidence it is slower {big(lat)} (rolls back at {get('latency_threshold'):.3g})"
+                  if is_number(lat) and is_number(get("latency_threshold")) else "")
         parts.append(f"latency {latency_ms(get('latency_stable'))} → {latency_ms(get('latency_candidate'))} "
-                     f"over {get('latency_minutes')} min (margin +{(settings.latency_margin or 0):.0%})")
+                     f"over {get('latency_minutes')} min (margin +{(settings.latency_margin or 0):.0%}{slower})")
     threshold = get("threshold")
     s5, s4 = get("statistic_5xx"), get("statistic_4xx")
     total = get("statistic")
