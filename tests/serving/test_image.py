@@ -103,7 +103,7 @@ def context(root: Path, wheels: Path, module_source: str) -> Path:
 
 
 def build(ctx: Path, tag: str, base: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh("docker", "build", "--file", str(ROOT / "serving" / "Dockerfile"), "--tag", tag,
+    return sh("docker", "build", "--force-rm", "--file", str(ROOT / "serving" / "Dockerfile"), "--tag", tag,
               "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "MODEL_MODULE=churn_model",
               "--build-arg", "PIP_NO_INDEX=1", str(ctx), check=check, env={**os.environ, "DOCKER_BUILDKIT": "0"})
 
