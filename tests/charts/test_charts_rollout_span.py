@@ -20,9 +20,9 @@ from bot.rollouts.chart_data import chart_frames
 from bot.rollouts.judgement import Counts, judge
 from bot.rollouts.plans import event_row
 from bot.rollouts.tables import Rollout, RolloutEvent
-from bot.store import Store
 from charts.rollout import rollout
 from charts.style import TALL
+from tests.judgement.conftest import store  # noqa: F401 -- fixture
 
 START = datetime(2026, 12, 1, 6, 13, 15, tzinfo=timezone.utc)
 ROLLBACK = START + timedelta(seconds=55)
@@ -83,14 +83,6 @@ def test_the_span_is_written_out_whatever_its_length(minutes, label):
     evidence.loc[evidence.index[-2:], "at"] = end
     events.loc[1, "at"] = end
     assert label in rollout(evidence, events, "fraud", "v17", "v18").alt_text
-
-
-@pytest.fixture
-def store(database_url):
-    store = Store(database_url)
-    store.migrate()
-    yield store
-    store.dispose()
 
 
 def test_the_chart_reads_the_decisive_judgement_and_the_traffic_each_event_set(store):

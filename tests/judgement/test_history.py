@@ -7,25 +7,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-import pytest
-
 from bot.registry import RolloutSettings
 from bot.rollouts.judgement import Counts, judge
 from bot.rollouts.judgement_history import earlier_ticks
 from bot.rollouts.plans import event_row
 from bot.rollouts.tables import Rollout, RolloutEvent
-from bot.store import Store
 
 SETTINGS = RolloutSettings()
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def store(database_url):
-    store = Store(database_url)
-    store.migrate()
-    yield store
-    store.dispose()
 
 
 def rollout(s, model: str) -> Rollout:
