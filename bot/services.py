@@ -14,6 +14,7 @@ from slack_sdk import WebClient
 
 from bot.config import Settings, secret
 from bot.integrations.airflow import AirflowAdapter
+from bot.integrations.autoscaling import AutoScaling
 from bot.integrations.aws import AwsClients
 from bot.integrations.cloudwatch import CloudWatch
 from bot.integrations.model_registry import ModelRegistry
@@ -75,6 +76,7 @@ class Services:
     s3: S3 = field(init=False)
     model_registry: ModelRegistry = field(init=False)
     price_list: PriceList = field(init=False)
+    autoscaling: AutoScaling = field(init=False)
 
     def __post_init__(self) -> None:
         self.sagemaker = SageMaker(self.aws_clients)
@@ -82,6 +84,7 @@ class Services:
         self.s3 = S3(self.aws_clients)
         self.model_registry = ModelRegistry(self.aws_clients)
         self.price_list = PriceList(self.aws_clients)
+        self.autoscaling = AutoScaling(self.aws_clients)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> "Services":

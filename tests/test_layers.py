@@ -37,8 +37,11 @@ LAYERS: list[tuple[str, int, str]] = [
     ("bot.pricing", 2, "pricing"),
     ("bot.paging", 2, "paging"),
     ("bot.pipelines", 2, "pipelines"),
+    # Application Auto Scaling kept right: below the rollouts, which call it in order with a traffic change.
+    ("bot.scaling", 2.5, "scaling"),
     ("bot.rollouts", 3, "rollouts"),
     ("bot.scaffold", 3, "scaffold"),
+    ("bot.cost", 3.5, "cost"),  # prices x instances, from pricing, rollouts' roles and the snapshot's history
     ("bot.runs", 4, "runs"),
     ("bot.quality", 4.5, "quality"),  # reads runs and rollouts, starts retraining; status shows its decays
     ("bot.status", 5, "status"),

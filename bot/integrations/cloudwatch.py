@@ -27,6 +27,9 @@ METRICS = {"Invocations": "n", "Invocation5XXErrors": "f", "Invocation4XXErrors"
 # ModelLatency (microseconds) per minute: its Sum and SampleCount give the minute's mean (issue 22).
 LATENCY_METRIC = "ModelLatency"
 LATENCY_STATS = ("Sum", "SampleCount")
+# The instances' own metrics, for right-sizing (bot/cost/rightsizing.py).
+UTILIZATION_NAMESPACE = "/aws/sagemaker/Endpoints"
+UTILIZATION_METRICS = ("CPUUtilization", "MemoryUtilization")
 
 
 class CloudWatchError(ExternalError):
@@ -345,3 +348,24 @@ class CloudWatch:
                 at = ts.astimezone(timezone.utc)
                 series[item][at] = series[item].get(at, 0.0) + value
         return series
+
+
+    def fetch_utilization(self, endpoint: str, variant: str, region: str, *, start: datetime, end: datetime,
+                          period: int = 300) -> dict[tuple[str, str], list[float]]:
+        """A variant's CPUUtilization and MemoryUtilization (namespace /aws/sagemaker/Endpoints, percent; CPU summed
+        over the instance's cores), per-period Maximum and Average, for right-sizing: {(metric, stat): values}.
+        Percentiles are not asked for (moto has none): the caller takes them from these. Raises CloudWatchError."""
+        ids = {f"u{k}": (metric, stat) for k, (metric, stat) in enumerate(
+            (m, s) for m in UTILIZATION_METRICS for s in ("Maximum", "Average"))}
+        dims = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
+        queries = [{"Id": qid, "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": UTILIZATION_NAMESPACE, "MetricName": metric, "Dimensions": dims},
+            "Period": period, "Stat": stat}} for qid, (metric, stat) in ids.items()]
+        out: dict[tuple[str, str], list[float]] = {item: [] for item in ids.values()}
+        failure = (f"CloudWatch did not return the CPU and memory use of `{variant}` on endpoint `{endpoint}` in "
+                   f"{region} ({{detail}}); it was not sized")
+        for result in self._metric_data(queries, start, end, region, failure):
+            item = ids.get(result.get("Id", ""))
+            if item is not None:
+                out[item].extend(v for v in result.get("Values", []) if not math.isnan(v))
+        return out

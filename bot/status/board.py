@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import JSON, Integer, String, and_, bindparam, case, cast, func, or_, select
 
+from bot.cost import service as cost
 from bot.quality.tables import QualityEpisode
 from bot.rollouts.tables import Rollout
 from bot.runs.tables import RunRecord
-from bot.status.messages import PAGE_SIZE, line_text, period
+from bot.scaling import reconcile as scaling
+from bot.status.messages import PAGE_SIZE, capacity_text, line_text, period
 from bot.status.tables import WORKER_PASS, EndpointSnapshot, SnapshotPass
 from bot.store.base import as_utc, utcnow
 
@@ -43,6 +45,7 @@ class Row:
     rollout: dict | None  # latest rollout's columns
     run: dict | None  # latest run's columns
     decayed: int = 0  # open quality decay episodes (bot/quality)
+    capacity: str | None = None  # instances now (min, max) and $/month (bot/cost, bot/scaling)
 
 
 @dataclass
@@ -214,8 +217,23 @@ def build(session, names: list[str], *, interval: float, page: int = 1, now: dat
         page = max(1, -(-counts["total"] // PAGE_SIZE))
         rows, worker, counts = query(session, names, page=page, now=now)
     stale_after = 2 * period(worker, interval)
+    _add_capacity(session, rows)
     lines = [line_for(r, now, stale_after) for r in rows]
     return Board(lines=lines, worker=worker, now=now, counts=counts, page=page, total=counts["total"])
+
+
+def _add_capacity(session, rows: list[Row]) -> None:
+    """Each row's instances, scaling bounds and cost: two small queries for the page (prices, scaling targets)."""
+    endpoints = {r.name: (r.snap["region"], r.snap["variants"]) for r in rows if r.snap and r.snap["variants"]}
+    if not endpoints:
+        return
+    roles = {r.name: cost.RolloutRole(r.rollout["state"], r.rollout["stable"], r.rollout["candidate"])
+             for r in rows if r.rollout is not None}
+    costs = cost.costs_of(session, endpoints, roles)
+    targets, _ = scaling.status_of(session, list(endpoints))
+    for r in rows:
+        if r.name in costs:
+            r.capacity = capacity_text(costs[r.name], r.snap["variants"], targets.get(r.name, {}))
 
 
 def select_names(all_names: list[str], pattern: str | None) -> list[str]:

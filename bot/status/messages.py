@@ -8,6 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.cost import messages as cost_text
+from bot.cost.costs import ModelCost
+from bot.scaling import messages as scaling_text
 from bot.slack.formatting import split_line
 from bot.slack.text import escape
 from bot.store.base import utcnow
@@ -120,6 +123,8 @@ def line_text(row: Row, now: datetime, stale_after: float, category: str, reason
             parts.append(f"run {run['state']}")
     if "quality decayed" in reasons:
         parts.append(f"*quality decayed* (`/model quality {escape(row.name)}`)")
+    if row.capacity:
+        parts.append(row.capacity)
     text = f"{icon} *{escape(row.name)}* — " + "; ".join(parts)
     return cut(text, 600)
 
@@ -182,6 +187,32 @@ def render_board(board: Board, *, pattern: str | None, interval: float, notes: l
     return {"text": text, "blocks": blocks}
 
 
+# ---------------------------------------------------------------- instances and cost (bot/cost, bot/scaling)
+
+def capacity_text(cost: ModelCost, variants: list[dict], targets: dict) -> str:
+    """"instances 2 (min 1, max 4) · $167.90/month": the serving variant's bounds, every variant's cost."""
+    serving = max(variants, key=lambda v: float(v.get("weight") or 0), default=None)
+    row = targets.get(serving["name"]) if serving else None
+    bounds = scaling_text.status_bounds(row.observed, row.applied) if row is not None else ""
+    text = f"instances {cost.instances}{bounds}"
+    money_ = cost_text.model_summary(cost)
+    return f"{text} · {money_}" if money_ else text
+
+
+def capacity_lines(cost: ModelCost, targets: dict, problem: str | None) -> list[str]:
+    """The single-model view: each variant's instances (min, max) and cost, the total, and a scaling problem."""
+    parts = []
+    for v in cost.variants:
+        row = targets.get(v.variant)
+        bounds = scaling_text.status_bounds(row.observed, row.applied) if row is not None else ""
+        parts.append(f"{cost_text.variant_line(v)}{bounds}")
+    lines = [f"Instances: {' · '.join(parts)}; total {cost_text.model_summary(cost)} (a month is 730 hours)"] \
+        if parts else []
+    if problem:
+        lines.append(f":warning: Auto scaling: {escape(cut(problem, 400))}")
+    return lines
+
+
 # ---------------------------------------------------------------- the single-model view
 
 def production_variant(state: sagemaker.EndpointState) -> str | None:
@@ -241,6 +272,7 @@ def model_lines(status: ModelStatus) -> list[str]:
         lines.append(f"Endpoint `{st.name}` ({st.status}) in {m.region}; production: `{production_variant(st)}`")
         lines.append(f"Traffic: {split_line(st)}")
         lines.extend(health_lines(st))
+        lines.extend(status.capacity)
     else:
         lines.append(f":warning: {status.problem}")
     lines.append(f"Rollout: {status.rollout or 'none in progress'}")

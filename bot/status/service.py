@@ -6,13 +6,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bot.cost import service as cost
 from bot.pipelines.packages import package_versions
 from bot.rollouts import service as rollouts
 from bot.runs import service as runs
 from bot.integrations import sagemaker
 from bot.errors import ExternalError
 from bot.registry import Model
-from bot.status.messages import read_line
+from bot.scaling import reconcile as scaling
+from bot.status.messages import capacity_lines, read_line
 from bot.status.tables import EndpointSnapshot
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class ModelStatus:
     last_run: str | None = None  # one line, mrkdwn
     rollout: str | None = None  # one line, mrkdwn
     details: list[str] = field(default_factory=list)  # extra lines for the single-model view
+    capacity: list[str] = field(default_factory=list)  # instances (min, max) and cost, a scaling problem
 
 
 def _endpoint(sm: sagemaker.SageMaker, model: Model) -> tuple[sagemaker.EndpointState | None, str | None]:
@@ -85,9 +88,25 @@ def from_snapshot(services, model: Model) -> ModelStatus:
     status = ModelStatus(model=model, endpoint=state, problem=problem)
     if row is not None and model.endpoint:
         status.details.append(read_line(row))
+    if state is not None:
+        status.capacity = _capacity(services, model, row)
     _add_summaries(services, status)
     status.details.extend(_history(services, model))
     return status
+
+
+def _capacity(services, model: Model, row) -> list[str]:
+    """Instances, scaling bounds and cost from the store; a failure leaves the rest of the status standing."""
+    try:
+        with services.store.session() as s:
+            roles = cost.latest_rollouts(s, [model.name])
+            costs = cost.costs_of(s, {model.name: (row.region, row.variants or [])}, roles)
+            targets, models = scaling.status_of(s, [model.name])
+            problem = models[model.name].problem if model.name in models else None
+            return capacity_lines(costs[model.name], targets.get(model.name, {}), problem)
+    except Exception:
+        log.exception("status: instances and cost of %s failed", model.name)
+        return ["_Instances and cost could not be read (logged)_"]
 
 
 def _add_summaries(services, status: ModelStatus) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from bot.cost import history
 from bot.errors import ExternalError
 from bot.integrations import sagemaker
 from bot.registry import Model
@@ -193,6 +194,10 @@ def take(services, models: list[Model] | None = None, *, source: str = "worker",
         rows = {r.model: r for r in s.scalars(select(EndpointSnapshot).where(EndpointSnapshot.model.in_(names)))}
         for read in reads:
             _store(s, read, rows.get(read.model.name), source)
+        # What each endpoint runs, as instance history for /model cost (unread endpoints keep their last state).
+        history.record(s, [history.Seen(r.model.name, r.model.endpoint, r.model.region,
+                                        tuple(_variants(r.state)) if r.state else ())
+                           for r in reads if r.model.endpoint and (r.state is not None or r.gone)], utcnow())
         result = PassResult(models=len(models), calls=sum(r.calls for r in reads), throttled=pacer.throttled,
                             errors=sum(1 for r in reads if r.error), seconds=time.monotonic() - started,
                             concurrency=concurrency, rate=rate)

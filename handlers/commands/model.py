@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # Modules under handlers/commands/ that expose SUBCOMMANDS, in the order help lists them.
 KNOWN_LISTED = 20  # registered models named in an "unknown model" reply
 
-MODULES = ["help", "status", "retrain", "promote", "rollback", "pause", "pricing", "quality"]
+MODULES = ["help", "status", "retrain", "promote", "rollback", "pause", "pricing", "quality", "cost"]
 
 
 @functools.cache
