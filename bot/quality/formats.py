@@ -156,6 +156,18 @@ def _csv_values(text: str, kind: str, what: str) -> list[str]:
 def predictions_of(output: dict) -> list[float]:
     """The numbers of an endpointOutput: {"predictions": [...]} (modelbot-serve), a JSON list or number, or CSV
     with one number per line."""
+    if output.get("encoding") == "JSON":  # modelbot-serve's answer, captured as is: the common case, kept quick
+        data = output.get("data")
+        if isinstance(data, str):
+            try:
+                found = json.loads(data)
+            except ValueError:
+                raise Unreadable(PREDICTION_UNREADABLE, f"endpointOutput data {data[:40]!r} is not JSON") from None
+            values = found.get("predictions") if isinstance(found, dict) else None
+            if isinstance(values, list) and values and all(type(v) is float or type(v) is int for v in values):
+                if all(math.isfinite(v) for v in values):
+                    return values
+            output = {**output, "data": found}
     data, encoding = _decode(output, "endpointOutput", PREDICTION_UNREADABLE)
     if encoding == "CSV" or (encoding != "JSON" and "csv" in str(output.get("observedContentType", "")).lower()):
         if not isinstance(data, str):
@@ -204,6 +216,14 @@ def parse_capture(line: bytes | str, fallback_day: date) -> tuple[str, date, lis
 
 
 def labels_of(truth: dict) -> list[float]:
+    data = truth.get("data")
+    if truth.get("encoding") == "CSV" and isinstance(data, str) and "," not in data:  # one label: the common case
+        try:
+            value = float(data)
+        except ValueError:
+            value = None
+        if value is not None and math.isfinite(value):
+            return [value]
     data, encoding = _decode(truth, "groundTruthData", LABEL_NOT_NUMERIC)
     if encoding == "JSON":
         if isinstance(data, str):

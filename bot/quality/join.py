@@ -29,12 +29,21 @@ class Joined:
     # Predictions only: labels read before their prediction, now joined, by the label's arrival day.
     labels_joined_late: dict[date, int] = field(default_factory=dict)
     unmatched: int = 0  # labels only: stored labels whose prediction is not (yet) stored
+    stored_per_day: dict[int, int] = field(default_factory=dict)  # predictions only: quality_days.id -> stored
 
 
+# Every join below starts from the batch (the stage) and probes the stored rows by primary key: SQLite keeps the
+# order a CROSS JOIN gives (else it may scan the stored table through its day_id index to group by it).
 def _stage(conn: Connection, name: str, columns: str) -> None:
     # A temporary table lives as long as the connection: created once per pooled connection, emptied per batch.
     conn.execute(text(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns})"))
     conn.execute(text(f"DELETE FROM {name}"))
+    if conn.dialect.name == "postgresql":
+        # A batch meets the stored rows by key: 50,000 index probes. A hash join would read the whole table for
+        # every batch (a second per million stored rows, and the table holds weeks); the stage has no statistics
+        # to tell the planner so. For this transaction only.
+        conn.execute(text("SET LOCAL enable_hashjoin = off"))
+        conn.execute(text("SET LOCAL enable_mergejoin = off"))
 
 
 def _load(conn: Connection, name: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -51,32 +60,36 @@ def _load(conn: Connection, name: str, columns: tuple[str, ...], rows: list[tupl
         cur.close()
 
 
-def add_predictions(conn: Connection, rows: list[tuple[int, int, float]]) -> Joined:
-    """rows: (key, quality_days.id, score), keys unique within the batch. The first prediction of a key is kept."""
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def add_predictions(conn: Connection, rows: list[tuple[int, int, float]], *, labels_waiting: bool = True) -> Joined:
+    """rows: (key, quality_days.id, score), keys unique within the batch. The first prediction of a key is kept.
+    labels_waiting=False (no label of the model is waiting for its prediction) skips looking for labels that
+    the new predictions complete: the usual case, where predictions come first."""
     out = Joined()
     if not rows:
         return out
     _stage(conn, STAGE_PREDICTIONS, "key BIGINT PRIMARY KEY, day_id INTEGER NOT NULL, score FLOAT NOT NULL")
     _load(conn, STAGE_PREDICTIONS, ("key", "day_id", "score"), rows)
-    out.duplicates = conn.execute(text(
-        f"DELETE FROM {STAGE_PREDICTIONS} WHERE key IN (SELECT s.key FROM {STAGE_PREDICTIONS} s "
-        "JOIN quality_predictions p ON p.key = s.key)")).rowcount
-    out.stored = conn.execute(text(
+    if labels_waiting:
+        for day_id, arrived, n in conn.execute(text(
+                f"SELECT s.day_id, l.arrived, COUNT(*) FROM {STAGE_PREDICTIONS} s CROSS JOIN quality_labels l "
+                "WHERE l.key = s.key AND NOT EXISTS (SELECT 1 FROM quality_predictions p WHERE p.key = s.key) "
+                "GROUP BY s.day_id, l.arrived")):
+            out.days[day_id] = out.days.get(day_id, 0) + n
+            arrived = _as_date(arrived)
+            out.labels_joined_late[arrived] = out.labels_joined_late.get(arrived, 0) + n
+    # "WHERE true": SQLite's grammar needs it before ON CONFLICT after a SELECT.
+    stored = conn.execute(text(
         f"INSERT INTO quality_predictions (key, day_id, score) SELECT key, day_id, score FROM {STAGE_PREDICTIONS} "
-        "ORDER BY key")).rowcount
-    for day_id, arrived, n in conn.execute(text(
-            f"SELECT s.day_id, l.arrived, COUNT(*) FROM {STAGE_PREDICTIONS} s JOIN quality_labels l ON l.key = s.key "
-            "GROUP BY s.day_id, l.arrived")):
-        out.days[day_id] = out.days.get(day_id, 0) + n
-        arrived = arrived if isinstance(arrived, date) else date.fromisoformat(str(arrived))
-        out.labels_joined_late[arrived] = out.labels_joined_late.get(arrived, 0) + n
+        "WHERE true ORDER BY key ON CONFLICT (key) DO NOTHING RETURNING day_id")).scalars().all()
+    for day_id in stored:
+        out.stored_per_day[day_id] = out.stored_per_day.get(day_id, 0) + 1
+    out.stored = len(stored)
+    out.duplicates = len(rows) - out.stored
     return out
-
-
-def stored_per_day(conn: Connection) -> dict[int, int]:
-    """After add_predictions: the batch's stored predictions per day (the stage holds only those)."""
-    return {day_id: n for day_id, n in conn.execute(text(
-        f"SELECT day_id, COUNT(*) FROM {STAGE_PREDICTIONS} GROUP BY day_id"))}
 
 
 def add_labels(conn: Connection, model: str, arrived: date, rows: list[tuple[int, float]]) -> Joined:
@@ -87,38 +100,46 @@ def add_labels(conn: Connection, model: str, arrived: date, rows: list[tuple[int
         return out
     _stage(conn, STAGE_LABELS, "key BIGINT PRIMARY KEY, label FLOAT NOT NULL")
     _load(conn, STAGE_LABELS, ("key", "label"), rows)
-    out.duplicates = conn.execute(text(
-        f"DELETE FROM {STAGE_LABELS} WHERE key IN (SELECT s.key FROM {STAGE_LABELS} s "
-        "JOIN quality_labels l ON l.key = s.key)")).rowcount
-    out.stored = conn.execute(text(
-        f"INSERT INTO quality_labels (key, model, arrived, label) SELECT key, :model, :arrived, label "
-        f"FROM {STAGE_LABELS} ORDER BY key"), {"model": model, "arrived": arrived}).rowcount
     joined = 0
     for day_id, n in conn.execute(text(
-            f"SELECT p.day_id, COUNT(*) FROM {STAGE_LABELS} s JOIN quality_predictions p ON p.key = s.key "
+            f"SELECT p.day_id, COUNT(*) FROM {STAGE_LABELS} s CROSS JOIN quality_predictions p "
+            "WHERE p.key = s.key AND NOT EXISTS (SELECT 1 FROM quality_labels l WHERE l.key = s.key) "
             "GROUP BY p.day_id")):
         out.days[day_id] = n
         joined += n
+    out.stored = conn.execute(text(
+        f"INSERT INTO quality_labels (key, model, arrived, label) SELECT key, :model, :arrived, label "
+        f"FROM {STAGE_LABELS} WHERE true ORDER BY key ON CONFLICT (key) DO NOTHING"),
+        {"model": model, "arrived": arrived}).rowcount
+    out.duplicates = len(rows) - out.stored
     out.unmatched = out.stored - joined
     return out
 
 
 def pairs(conn: Connection, day_ids: list[int], chunk: int = 100_000):
-    """(labels, scores) as float arrays, over the given days: the join, read in chunks so a million pairs never
-    exist as Python tuples at once."""
+    """(labels, scores) as float arrays, over the given days: the join, fetched in chunks of plain tuples straight
+    from the driver (a server-side cursor on PostgreSQL), so a million pairs never exist as Python rows at once."""
     import numpy as np
 
-    labels, scores = [], []
     if not day_ids:
         return np.empty(0), np.empty(0)
     marks = ", ".join(str(int(i)) for i in day_ids)  # integers from our own table: safe to inline
-    result = conn.execute(text(
-        "SELECT l.label, p.score FROM quality_predictions p JOIN quality_labels l ON l.key = p.key "
-        f"WHERE p.day_id IN ({marks})").execution_options(stream_results=True))
-    for part in result.partitions(chunk):
-        block = np.asarray(part, dtype=float).reshape(-1, 2)
-        labels.append(block[:, 0])
-        scores.append(block[:, 1])
-    if not labels:
+    sql = ("SELECT l.label, p.score FROM quality_predictions p JOIN quality_labels l ON l.key = p.key "
+           f"WHERE p.day_id IN ({marks})")
+    raw = conn.connection.driver_connection
+    postgres = conn.dialect.name == "postgresql"
+    cursor = raw.cursor(name="quality_pairs") if postgres else raw.cursor()
+    blocks = []
+    try:
+        cursor.execute(sql)
+        while True:
+            rows = cursor.fetchmany(chunk)
+            if not rows:
+                break
+            blocks.append(np.array(rows, dtype=float).reshape(-1, 2))
+    finally:
+        cursor.close()
+    if not blocks:
         return np.empty(0), np.empty(0)
-    return np.concatenate(labels), np.concatenate(scores)
+    both = np.concatenate(blocks)
+    return both[:, 0].copy(), both[:, 1].copy()

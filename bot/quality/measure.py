@@ -67,6 +67,7 @@ class PassOutcome:
     windows: list[Window] = field(default_factory=list)
     backlog: bool = False
     skipped: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: capture, labels, days, windows
 
     def summary(self) -> str:
         if self.skipped:
@@ -124,12 +125,23 @@ def measure(services, model: Model, *, now: datetime | None = None, budget: floa
     days = Days(services.store, model.name)
     capture, capture_source, notes = capture_destination(services, model)
     out.notes += notes
+    lap = time.monotonic()
+
+    def timed(phase: str) -> None:
+        nonlocal lap
+        out.seconds[phase] = time.monotonic() - lap
+        lap = time.monotonic()
+
     if capture:
         _read_capture(services, model, capture, days, first, deadline, out)
+    timed("capture")
     _read_labels(services, model, first, deadline, out)
+    timed("labels")
     changed = recompute_days(services, model)
+    timed("days")
     out.windows = judge_windows(services, model, now.date(), changed)
     prune(services, model, now.date())
+    timed("windows")
     _save_pass(services, model, started, clock, capture, capture_source, out.notes,
                {w.variant: w.as_json() for w in out.windows}, out.backlog)
     return out
@@ -148,7 +160,7 @@ def _read_capture(services, model: Model, capture: str, days: Days, first: datet
         out.notes.append(f"nothing captured yet under s3://{bucket}/{endpoint_prefix}")
     for variant in variants:
         source = Source(model.name, "capture", bucket, f"{endpoint_prefix}{variant}/", model.region, variant)
-        sink = CaptureSink(model.name, variant, days)
+        sink = CaptureSink(model.name, variant, days, first.date())
         _count(out, read_source(services, source, sink, first=first, deadline=deadline),
                f"captured predictions of {variant}")
 
@@ -240,13 +252,20 @@ def judge_windows(services, model: Model, today: date, changed: set[tuple[str, d
 
 
 def prune(services, model: Model, today: date) -> None:
-    """Pairs older than the retention go (the daily values stay): labels can no longer join them."""
+    """Once a day: pairs older than the retention go (the daily values stay), labels can no longer join them."""
     cutoff = today - timedelta(days=retention_days(model))
     with services.store.session() as s:
+        last = s.get(QualityPass, model.name)
+        if last is not None and last.pruned_on == today:
+            return
         old = list(s.scalars(select(QualityDay.id).where(QualityDay.model == model.name, QualityDay.day < cutoff)))
         for i in range(0, len(old), 500):
             s.execute(delete(QualityPrediction).where(QualityPrediction.day_id.in_(old[i:i + 500])))
         s.execute(delete(QualityLabel).where(QualityLabel.model == model.name, QualityLabel.arrived < cutoff))
+        if last is None:
+            s.add(QualityPass(model=model.name, backlog=False, pruned_on=today))
+        else:
+            last.pruned_on = today
 
 
 def _save_pass(services, model: Model, started: datetime, clock: float, capture: str | None,

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from bot.integrations.s3 import S3, S3ReadError
+from bot.integrations.s3 import S3ReadError
 from bot.quality import formats, join
 from bot.quality.tables import QualityCursor, QualityDay, QualityFile, QualityProblem
 from bot.store.base import utcnow
@@ -90,11 +90,12 @@ class Sink:
     model: str
     problems: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
-    touched: set[int] = field(default_factory=set)  # quality_days ids whose pairs changed
 
-    def problem(self, day: date, kind: str, where: str, why: str) -> None:
+    def problem(self, day: date, kind: str, where: str, why: str, at: int | None = None) -> None:
         self.problems[(day, kind)] += 1
-        self.examples.setdefault((day, kind), f"{where}: {why}"[:500])
+        if (day, kind) not in self.examples:
+            place = where if at is None else f"{where} (byte {at})"
+            self.examples[(day, kind)] = f"{place}: {why}"[:500]
 
     def discard(self) -> None:
         """Forgets what was read since the last flush: it is read again from the committed offset."""
@@ -108,20 +109,20 @@ class Sink:
 
 
 class CaptureSink(Sink):
-    def __init__(self, model: str, variant: str, days: Days):
+    def __init__(self, model: str, variant: str, days: Days, labels_since: date):
         super().__init__(model)
-        self.variant, self.days = variant, days
+        self.variant, self.days, self.labels_since = variant, days, labels_since
         self.rows: dict[int, tuple[int, int, float]] = {}
         self._day_ids: dict[date, int] = {}
 
     def size(self) -> int:
         return len(self.rows)
 
-    def line(self, raw: bytes, fallback: date, where: str) -> None:
+    def line(self, raw: bytes, fallback: date, where: str, at: int) -> None:
         try:
             record_id, day, predictions = formats.parse_capture(raw, fallback)
         except formats.Unreadable as bad:
-            self.problem(fallback, bad.kind, where, bad.why)
+            self.problem(fallback, bad.kind, where, bad.why, at)
             return
         day_id = self._day_ids.get(day)
         if day_id is None:
@@ -131,21 +132,21 @@ class CaptureSink(Sink):
         for i, score in enumerate(predictions):
             key = formats.join_key(model, record_id, i, n)
             if key in rows:
-                self.problem(fallback, formats.PREDICTION_DUPLICATE, where, f"id {record_id[:80]!r} captured twice")
+                self.problem(fallback, formats.PREDICTION_DUPLICATE, where, f"id {record_id[:80]!r} captured twice",
+                             at)
                 continue
             rows[key] = (key, day_id, score)
 
     def flush(self, conn: Connection) -> None:
         rows = list(self.rows.values())
         self.rows = {}
-        result = join.add_predictions(conn, rows)
-        stored = join.stored_per_day(conn) if result.stored else {}
-        for day_id, n in stored.items():
+        result = join.add_predictions(conn, rows,
+                                      labels_waiting=labels_waiting(conn, self.model, self.labels_since))
+        for day_id, n in result.stored_per_day.items():
             conn.execute(update(QualityDay).where(QualityDay.id == day_id)
                          .values(predictions=QualityDay.predictions + n))
         if result.duplicates:
             self.problems[(self._oldest_day(), formats.PREDICTION_DUPLICATE)] += result.duplicates
-        self.touched.update(result.days)
         late = Counter({(arrived, formats.LABEL_UNMATCHED): -n for arrived, n in result.labels_joined_late.items()})
         bump_problems(conn, self.model, late, {})
         _mark_dirty(conn, result.days)
@@ -165,19 +166,19 @@ class LabelSink(Sink):
     def size(self) -> int:
         return len(self.rows)
 
-    def line(self, raw: bytes, fallback: date, where: str) -> None:
+    def line(self, raw: bytes, fallback: date, where: str, at: int) -> None:
         self.arrived = fallback
         try:
             record_id, labels = formats.parse_label(raw)
         except formats.Unreadable as bad:
-            self.problem(fallback, bad.kind, where, bad.why)
+            self.problem(fallback, bad.kind, where, bad.why, at)
             return
         n = len(labels)
         model, rows = self.model, self.rows
         for i, label in enumerate(labels):
             key = formats.join_key(model, record_id, i, n)
             if key in rows:
-                self.problem(fallback, formats.LABEL_DUPLICATE, where, f"id {record_id[:80]!r} labelled twice")
+                self.problem(fallback, formats.LABEL_DUPLICATE, where, f"id {record_id[:80]!r} labelled twice", at)
                 continue
             rows[key] = (key, label)
 
@@ -190,10 +191,18 @@ class LabelSink(Sink):
                 self.problems[(self.arrived, formats.LABEL_DUPLICATE)] += result.duplicates
             if result.unmatched:
                 self.problems[(self.arrived, formats.LABEL_UNMATCHED)] += result.unmatched
-            self.touched.update(result.days)
             _mark_dirty(conn, result.days)
         counts, examples = self.take_problems()
         bump_problems(conn, self.model, counts, examples)
+
+
+def labels_waiting(conn: Connection, model: str, since: date) -> bool:
+    """Whether a label of the model read since `since` (older ones are pruned) still waits for its prediction:
+    the counter of labels that join nothing is above 0."""
+    waiting = conn.execute(select(func.sum(QualityProblem.count)).where(
+        QualityProblem.model == model, QualityProblem.kind == formats.LABEL_UNMATCHED,
+        QualityProblem.day >= since)).scalar()
+    return bool(waiting and waiting > 0)
 
 
 def _mark_dirty(conn: Connection, day_ids) -> None:
@@ -316,12 +325,11 @@ def _read_file(services, source: Source, sink: Sink, obj, hour: str, offset: int
     lines = 0
     position = offset
     for raw, end in services.s3.stream_lines(source.bucket, obj.key, source.region, offset=offset):
-        where = f"{where_file} (byte {position})"
         if raw is None:
             kind = formats.CAPTURE_MALFORMED if source.kind == "capture" else formats.LABEL_MALFORMED
-            sink.problem(fallback, kind, where, "a line longer than 32 MB")
+            sink.problem(fallback, kind, where_file, "a line longer than 32 MB", position)
         elif raw.strip():
-            sink.line(raw, fallback, where)
+            sink.line(raw, fallback, where_file, position)
         position = end
         lines += 1
         if sink.size() >= BATCH:

@@ -42,11 +42,26 @@ def measure_model(services, model: Model, *, now: datetime | None = None,
         outcome = measure.measure(services, model, now=now, budget=budget)
         acted = episodes.act(services, model, outcome.windows)
     except Exception as exc:
-        log.exception("quality: measuring %s failed", model.name)
-        measure.record_failure(services, model, f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        if error == _last_error(services, model):  # the traceback was logged when it first happened
+            log.warning("quality: measuring %s still fails: %s", model.name, error)
+        else:
+            log.exception("quality: measuring %s failed", model.name)
+        try:
+            measure.record_failure(services, model, error)
+        except Exception as again:  # the database itself is what fails: the log has it
+            log.warning("quality: the failure of %s could not be recorded: %s", model.name, again)
         return f"{model.name}: failed ({type(exc).__name__}; logged)"
     said = "".join(f"; {a.variant} {a.what}" for a in acted)
     return outcome.summary() + said
+
+
+def _last_error(services, model: Model) -> str | None:
+    try:
+        with services.store.session() as s:
+            return s.scalar(select(QualityPass.error).where(QualityPass.model == model.name))
+    except Exception:  # the database is what fails: nothing to compare with
+        return None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ class QualityPrediction(Base):
 
 
 class QualityLabel(Base):
-    """One label (ground truth for one instance), as read from the labels prefix."""
+    """One label (ground truth for one instance), as read from the labels prefix. No index but the key: a
+    million labels a day are inserted, and only the daily prune reads them by model and day."""
 
     __tablename__ = "quality_labels"
-    __table_args__ = (Index("ix_quality_labels_model_arrived", "model", "arrived"),)
 
     key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     model: Mapped[str] = mapped_column(String(128))
@@ -197,3 +197,4 @@ class QualityPass(Base):
     windows: Mapped[dict | None] = mapped_column(NULLABLE_JSON)
     error: Mapped[str | None] = mapped_column(Text)
     backlog: Mapped[bool] = mapped_column(Boolean, default=False)  # the pass stopped at its time budget
+    pruned_on: Mapped[date | None] = mapped_column(Date)  # the pairs are pruned once a day

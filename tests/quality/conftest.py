@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 
 import boto3
 import pytest
@@ -135,6 +135,12 @@ def quality_file(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def services(make_services, quality_file):
+    """Services whose models file measures churn (min_labels 10); no S3: for tests that fill the store directly."""
+    return make_services(MODELS_FILE=quality_file(min_labels=10))
 
 
 @pytest.fixture

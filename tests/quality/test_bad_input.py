@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.quality import formats
+from bot.quality import formats, measure
 from bot.quality import service as quality
 from bot.quality.tables import QualityDay, QualityProblem
 from tests.quality.conftest import ENDPOINT, TODAY, at, capture_record, jsonl, label_record
@@ -80,3 +80,18 @@ def test_what_is_missing_before_anything_is_read(world_for):
     assert f"nothing captured yet under s3://ml-capture/datacapture/{ENDPOINT}/" in report.notes
     assert "no labels read yet under `s3://ml-labels/churn/ground-truth/`" in ack(w.services, "quality churn")["text"]
     assert "SageMaker endpoint `churn-prod` was not found in us-east-1" in report.notes
+
+
+def test_a_pass_that_keeps_failing_logs_its_traceback_once_and_shows_the_error(services, monkeypatch, caplog):
+    model = services.registry.get("churn")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(measure, "measure", broken)
+    with caplog.at_level(logging.WARNING):
+        summaries = [quality.measure_model(services, model) for _ in range(3)]
+    assert summaries == ["churn: failed (RuntimeError; logged)"] * 3
+    mine = [r for r in caplog.records if r.name == "bot.quality.service"]
+    assert [(r.levelname, bool(r.exc_info)) for r in mine] == [("ERROR", True), ("WARNING", False), ("WARNING", False)]
+    assert "the last pass failed: RuntimeError: disk full" in ack(services, "quality churn")["text"]

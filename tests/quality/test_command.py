@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 
 from bot.quality import measure
 from bot.quality.tables import QualityEpisode
@@ -16,11 +15,6 @@ from handlers.commands.spec import Invocation
 from tests.quality.conftest import TODAY
 from tests.quality.test_references import add_pairs, day_of_pairs
 from tests.status.conftest import ack
-
-
-@pytest.fixture
-def services(make_services, quality_file):
-    return make_services(MODELS_FILE=quality_file(min_labels=10))
 
 
 def test_the_reply_and_the_chart_in_a_direct_message(services, slack):

@@ -32,11 +32,6 @@ def day_of_pairs(k: int) -> list[tuple[int, float]]:
     return [(1, 0.9), (0, 0.1), (1, 0.6 - k / 10), (0, 0.5), (1, 0.7), (0, 0.3 + k / 10), (1, 0.8), (0, 0.2)]
 
 
-@pytest.fixture
-def services(make_services, quality_file):
-    return make_services(MODELS_FILE=quality_file(min_labels=10))
-
-
 def test_the_first_full_window_after_the_variant_took_all_traffic(services):
     took_all = TODAY - timedelta(days=4)
     with services.store.session() as s:

@@ -49,7 +49,6 @@ def upgrade() -> None:
         sa.Column("arrived", sa.Date, nullable=False),
         sa.Column("label", sa.Float, nullable=False),
     )
-    op.create_index("ix_quality_labels_model_arrived", "quality_labels", ["model", "arrived"])
     op.create_table(
         "quality_problems",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -139,6 +138,7 @@ def upgrade() -> None:
         sa.Column("windows", sa.JSON),
         sa.Column("error", sa.Text),
         sa.Column("backlog", sa.Boolean, nullable=False),
+        sa.Column("pruned_on", sa.Date),
     )
 
 
