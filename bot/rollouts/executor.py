@@ -4,7 +4,13 @@ queue its notifications in one transaction (bot/rollouts/notices.py delivers the
 
 A worker killed anywhere in between leaves the intent in the row; the next pass finds it and finishes it. No
 traffic change ever waits for Slack: the intent is cleared as soon as SageMaker has what it wants, so the
-controller judges the rollout on its next tick whatever messages are still owed.
+controller judges the rollout on its next tick whatever messages are still owed. A rollback's page and an
+action's audit row are written in the transaction that commits the transition: neither can be lost to what
+happens after it.
+
+When setting weights fails, whatever the endpoint should have stays owed on the rollout's latest version:
+a stale intent that wrote after a newer one (a shift loaded before a button's rollback) can never leave the
+rollback marked done while the endpoint serves the shift.
 """
 
 from __future__ import annotations
@@ -12,11 +18,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot import audit
 from bot.integrations import sagemaker
 from bot.paging import service as pager
 from bot.registry import RolloutSettings
@@ -34,8 +40,10 @@ from bot.rollouts.plans import (
 )
 from bot.rollouts.states import RolloutState
 from bot.rollouts.tables import Rollout, RolloutEvent
+from bot.slack import outbox
 from bot.slack.outbox import crash_point
 from bot.store.base import utcnow
+from bot.store.foundation import database_now
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +61,36 @@ def settings_for(services, model_name: str) -> RolloutSettings:
     return model.rollout if model else RolloutSettings()
 
 
-def commit(services, r: Rollout, plan: Plan) -> Rollout | None:
-    """Writes the plan if the row is still the version that was read; None when someone else moved it first."""
+def commit(services, r: Rollout, plan: Plan, *, audited: dict | None = None) -> Rollout | None:
+    """Writes the plan if the row is still the version that was read; None when someone else moved it first.
+
+    In the same transaction: the transition's event, the page of a rollback (so the page exists whatever Slack
+    or PagerDuty do next) and, for a person's action, its audit row (`audited`: audit.add's arguments)."""
     plan.intent.id = f"{r.id}.{r.version + 1}"
     with services.store.session() as s:
         if not store.save(s, r, **plan.values, pending=plan.intent.to_json(), last_error=None):
             return None
         s.add(RolloutEvent(rollout_id=r.id, **plan.event))
+        if plan.intent.page is not None:
+            _open_page(services, s, r, plan.intent)
+        if audited is not None:
+            audit.add(s, model=r.model, outcome="ok", rollout_id=r.id, **audited)
     crash_point("after_intent")
     with services.store.session() as s:
         return store.get(s, r.id)
+
+
+def _open_page(services, session, r: Rollout, intent: Intent) -> None:
+    order = intent.page
+    pager.open_rollback_page(services, session, model_name=r.model, rollout_id=r.id, reason=order.reason,
+                             automatic=order.automatic, actor=order.actor, channel=r.thread_channel,
+                             thread_ts=r.thread_ts)
+
+
+def database_time(services) -> datetime:
+    """Now, on the database's clock: the one every process agrees on (a step's start, a command's time)."""
+    with services.store.session() as s:
+        return database_now(s)
 
 
 def load(services, rollout_id: int) -> Rollout | None:
@@ -74,9 +102,10 @@ def carry_out(services, rollout_id: int, *, deliver: bool = True) -> str | None:
     """Does the rollout's pending intent; None when it is done (or there was none), else what is still owed.
 
     Only the traffic part can be owed: once SageMaker has what the intent wants, its notifications are queued
-    in the outbox in the same transaction that clears the intent, and delivered (now if Slack answers, else by
-    the outbox delivery job). An intent that a newer transition replaced is not finished: the newer one is
-    carried out instead (its weights include everything the endpoint should now have).
+    in the outbox in the same transaction that clears the intent. deliver=True (a command, the run watcher):
+    they are delivered now if Slack answers, with the rollout's page; the rollout controller passes False and
+    leaves all of it to the delivery jobs. An intent that a newer transition replaced is not finished: the newer
+    one is carried out instead (its weights include everything the endpoint should now have).
     """
     problem = None
     for _ in range(COMMAND_ATTEMPTS):
@@ -110,8 +139,10 @@ def _carry_out_once(services, r: Rollout) -> tuple[str | None, bool]:
     except sagemaker.SageMakerError as exc:
         problem = str(exc)
         with services.store.session() as s:
-            _save_error(s, r, problem)
-            notices.queue_failure(services, s, r, intent, _what(intent, r), problem)
+            current = s.scalar(select(Rollout.version).where(Rollout.id == r.id))
+            _owe_latest(s, r.id, problem)
+            if current == r.version:  # a stale writer's failure is not this rollout's news
+                notices.queue_failure(services, s, r, intent, _what(intent, r), problem)
         return problem, False
     crash_point("after_aws")
     if not _clear_and_queue(services, r, intent, aws):
@@ -153,11 +184,28 @@ def _drop(services, r: Rollout, intent: Intent, why: str) -> None:
         store.save(s, r, pending=None, last_error=why)
 
 
-def _save_error(session, r: Rollout, error: str) -> None:
-    # Not a transition: no version bump, so it never makes a concurrent transition fail; and only while the
-    # row is as read, so a worker that lost a race does not leave an error on an intent another one finished.
-    session.execute(update(Rollout).where(Rollout.id == r.id, Rollout.version == r.version)
-                    .values(last_error=error[:2000]))
+# What a rollout owes when a weight change failed after its own intent was cleared (a stale writer's change
+# landed after it): the weights of its latest target, nothing to say.
+CONVERGE = "converge"
+
+
+def _owe_latest(session, rollout_id: int, error: str) -> None:
+    """Setting weights failed: whatever the rollout's latest version wants from the endpoint stays owed.
+
+    The row's intent is kept when it has one (it may be a newer transition's, with its messages); when it has
+    none (a newer transition finished before this stale write landed), an intent to converge on the latest
+    target is written. Either way the version moves on, so a process about to clear the intent on the strength
+    of weights it read before this write looks again instead."""
+    converge = Intent(kind=CONVERGE, weights=True, id=f"{rollout_id}.owed").to_json()
+    error = error[:2000]
+    bump = dict(version=Rollout.version + 1, last_error=error, updated_at=utcnow())
+    session.execute(update(Rollout).where(Rollout.id == rollout_id, Rollout.pending.is_not(None),
+                                          Rollout.target_weights.is_not(None)).values(**bump))
+    session.execute(update(Rollout).where(Rollout.id == rollout_id, Rollout.pending.is_(None),
+                                          Rollout.target_weights.is_not(None)).values(pending=converge, **bump))
+    # A rollout whose target is a config (a promoted one rolled back) keeps its intent as it is.
+    session.execute(update(Rollout).where(Rollout.id == rollout_id, Rollout.target_weights.is_(None),
+                                          Rollout.pending.is_not(None)).values(last_error=error))
 
 
 def _what(intent: Intent, r: Rollout) -> str:
@@ -195,12 +243,15 @@ def _converge_weights(services, r: Rollout) -> None:
 
 def _retire(sm: sagemaker.SageMaker, r: Rollout, retire: Retire) -> dict[str, str]:
     """After baking: the endpoint moves to a config serving only the candidate (the old variant's instances
-    go away). Best effort: if it fails, the old variant simply stays at 0%, which is safe; the thread says so."""
+    go away), and the candidate of a deploy waiting for this rollout at 0. Best effort: if it fails, the old
+    variant simply stays at 0%, which is safe; the thread says so."""
+    waiting = (r.next_deploy or {}).get("candidate_variant")
     try:
         state = sm.describe_endpoint(r.endpoint, r.region)
         if state.variant(r.stable_variant) is None:
             return {}  # already retired
-        sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region)
+        sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region,
+                                        idle=(waiting,) if waiting else ())
         sm.update_endpoint_config(r.endpoint, retire.config, r.region)
     except sagemaker.SageMakerError as exc:
         return {"note": f":warning: `{r.stable_variant}` was not retired and stays on the endpoint at 0%: {exc}"}
@@ -223,20 +274,23 @@ def _restore(sm: sagemaker.SageMaker, r: Rollout, config: str | None) -> dict[st
 
 
 def _resolve_earlier_pages(services, r: Rollout) -> None:
-    """A later version of the model made it to production: the pages of its earlier rollbacks are over."""
+    """A later version of the model made it to production: the pages of its earlier rollbacks are over. Only
+    their state here; the delivery jobs tell Slack and PagerDuty."""
     with services.store.session() as s:
         earlier = list(s.scalars(select(Rollout.id).where(
             Rollout.model == r.model, Rollout.id < r.id, Rollout.state == RolloutState.ROLLED_BACK)))
     for rollout_id in earlier:
         try:
-            pager.resolve_for_rollout(services, rollout_id)
+            pager.resolve_for_rollout(services, rollout_id, send=False)
         except Exception:
             log.exception("rollout %s: resolving the page of rollout %s failed", r.id, rollout_id)
 
 
-def transition(services, rollout_id: int, make_plan, *, carry: bool = True) -> tuple[Rollout | None, Plan | None]:
-    """Reads, plans with make_plan(r) (None: nothing to do), commits; re-reads and re-plans when another
-    process moved the rollout first. Then carries the intent out (failures stay owed to the controller)."""
+def transition(services, rollout_id: int, make_plan, *, carry: bool = True, deliver: bool = True,
+               audited: dict | None = None) -> tuple[Rollout | None, Plan | None]:
+    """Reads, plans with make_plan(r) (None: nothing to do), commits (with `audited`'s row when a person acts);
+    re-reads and re-plans when another process moved the rollout first. Then carries the intent out (failures
+    stay owed to the controller); deliver=False leaves what it says to the delivery jobs."""
     for _ in range(COMMAND_ATTEMPTS):
         r = load(services, rollout_id)
         if r is None:
@@ -244,11 +298,11 @@ def transition(services, rollout_id: int, make_plan, *, carry: bool = True) -> t
         plan = make_plan(r)
         if plan is None:
             return r, None
-        committed = commit(services, r, plan)
+        committed = commit(services, r, plan, audited=audited)
         if committed is None:
             continue
         if carry:
-            problem = carry_out(services, rollout_id)
+            problem = carry_out(services, rollout_id, deliver=deliver)
             if problem:
                 log.warning("rollout %s: %s (owed; retried by the controller)", rollout_id, problem)
         return load(services, rollout_id), plan
@@ -257,33 +311,39 @@ def transition(services, rollout_id: int, make_plan, *, carry: bool = True) -> t
 
 
 def record_judgement(services, r: Rollout, settings: RolloutSettings, decision, stable, candidate,
-                     now: datetime, *, edit: bool = True) -> bool:
-    """A step that only waits: the evidence is stored, and its one message edited in place (not too often).
-    Returns False when Slack did not take the edit (the next due edit carries the newer counts anyway)."""
+                     now: datetime, *, edit: bool = True) -> None:
+    """A step that only waits: the evidence is stored, and the edit of its one message (not too often) queued
+    in the same transaction; the outbox delivers the newest version (a long outage owes one edit, not many)."""
     last = r.last_evidence or {}
     counts = [stable.requests, stable.errors_5xx, stable.errors_4xx,
               candidate.requests, candidate.errors_5xx, candidate.errors_4xx]
     edited_at = last.get("edited_at")
-    edit_due = edit and (counts != last.get("counts") or action_name(decision) != last.get("decision")) and (
+    edit_due = edit and bool(r.evidence_ts and r.thread_channel) and (
+        counts != last.get("counts") or action_name(decision) != last.get("decision")) and (
         edited_at is None or (now - datetime.fromisoformat(edited_at)).total_seconds() >= EVIDENCE_EDIT_SECONDS)
     evidence = {"decision": action_name(decision).lower(), "counts": counts, "judged_at": now.isoformat(),
                 "evidence": json_safe(decision.evidence),
                 "edited_at": now.isoformat() if edit_due else edited_at}
     with services.store.session() as s:
         if not store.save(s, r, last_evidence=evidence):
-            return True  # someone else moved it: their view wins
+            return  # someone else moved it: their view wins
         s.add(RolloutEvent(rollout_id=r.id, **event_row(r, "judgement", now, state=r.state, step_index=r.step_index,
                                                      decision=decision, stable=stable, candidate=candidate)))
-    if edit_due and r.evidence_ts and r.thread_channel:
-        minutes_on_timer = (now - r.when("timer_started_at")).total_seconds() / 60 if r.timer_started_at else 0.0
-        body, blocks = text.step_message(r, settings, stable=stable, candidate=candidate, decision=decision,
-                                         minutes_on_timer=minutes_on_timer, judged_at=now)
-        try:
-            services.slack.chat_update(channel=r.thread_channel, ts=r.evidence_ts, text=body, blocks=blocks)
-        except (SlackApiError, SlackClientError) as exc:
-            log.warning("rollout %s: evidence message not updated: %s", r.id, exc)
-            return False
-    return True
+        if edit_due:
+            minutes_on_timer = (now - r.when("timer_started_at")).total_seconds() / 60 if r.timer_started_at else 0.0
+            body, blocks = text.step_message(r, settings, stable=stable, candidate=candidate, decision=decision,
+                                             minutes_on_timer=minutes_on_timer, judged_at=now)
+            outbox.enqueue_latest(s, key=notices.key(r.id, f"evidence:{r.evidence_ts}"),
+                                  subject=notices.subject(r.id), kind=notices.EDIT, channel=r.thread_channel,
+                                  text=body, blocks=blocks, payload={"ts": r.evidence_ts})
+
+
+def record_not_judged(services, r: Rollout, why: str, now: datetime) -> None:
+    """This tick's counts were incomplete: nothing is decided, and /model status says why."""
+    last = dict(r.last_evidence or {})
+    last["not_judged"] = {"at": now.isoformat(), "why": why}
+    with services.store.session() as s:
+        store.save(s, r, last_evidence=last)
 
 
 def insert_stmt(session, model):

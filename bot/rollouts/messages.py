@@ -186,9 +186,14 @@ def rollback_message(r, model: Model, *, automatic: bool, actor: str | None, rea
 def pause_message(r, model: Model, *, actor: str | None, reason: str) -> tuple[str, list[dict]]:
     owners = " ".join(mention(o) for o in model.owners) or "Owners"
     who = f"Paused by {mention(actor)}" if actor else "Paused"
+    if r.resume_state == "baking":
+        # At 100% there is no other variant serving to compare with; the bake's time keeps counting.
+        held = (f"`{escape(r.stable_variant)}` stays at 0% for an instant rollback and is not retired while "
+                "paused; the bake's time keeps counting, so continuing once it has baked retires it at once.")
+    else:
+        held = "Traffic stays as it is; a candidate shown to be worse is still rolled back."
     text = (f":double_vertical_bar: *{who}* at {percent(r.percent)} (`{escape(r.candidate_variant)}`): "
-            f"{escape(reason)}\nTraffic stays as it is; a candidate shown to be worse is still rolled back. "
-            f"{owners}: continue the rollout or roll it back?")
+            f"{escape(reason)}\n{held} {owners}: continue the rollout or roll it back?")
     blocks = [_section(text), pause_buttons(r)]
     return text, blocks
 
@@ -261,6 +266,30 @@ def aborted_message(r, *, reason: str) -> tuple[str, list[dict]]:
     return text, [_section(text)]
 
 
+def waiting_message(active, deploy: dict) -> tuple[str, list[dict]]:
+    """In a run's thread: its deploy came while another rollout of the model is in progress."""
+    where = f" (<{link}|its thread>)" if (link := thread_link(active.thread_channel, active.thread_ts)) else ""
+    text = (f":hourglass: The rollout of `{escape(deploy['candidate_variant'])}` waits: rollout {active.id} of "
+            f"*{escape(active.model)}* (`{escape(active.candidate_variant)}`, {escape(state_line(active))}) is "
+            f"still in progress on `{escape(active.endpoint)}`{where}. `{escape(deploy['candidate_variant'])}` stays "
+            "on the endpoint at 0%; its gradual rollout starts here when that one ends, against whichever variant "
+            "then serves all the traffic.")
+    return text, [_section(text)]
+
+
+def waiting_replaced_message(replaced: dict, deploy: dict) -> tuple[str, list[dict]]:
+    text = (f":x: The waiting rollout of `{escape(replaced['candidate_variant'])}` will not start: a newer "
+            f"deploy (`{escape(deploy['candidate_variant'])}`, run `{escape(deploy['run_id'])}`) replaced it.")
+    return text, [_section(text)]
+
+
+def waiting_not_started_message(deploy: dict, why: str) -> tuple[str, list[dict]]:
+    text = (f":warning: The rollout of `{escape(deploy['candidate_variant'])}` did not start after the rollout "
+            f"it waited for ended: {why} Start it by hand with `/model promote` once the endpoint is as it "
+            "should be.")
+    return text, [_section(text)]
+
+
 def failure_notice(what: str, error: str) -> tuple[str, list[dict]]:
     text = f":warning: {what} did not happen yet: {error}\nmodelbot retries on every pass."
     return text, [_section(text)]
@@ -312,6 +341,10 @@ def summary_line(r, settings: RolloutSettings | None, now: datetime) -> str:
             body += f"; last decision {ev['decision']}"
     elif r.state == "paused":
         body = f"paused at {percent(r.percent)} (`{escape(r.candidate_variant)}`): {escape(r.paused_reason or '')}"
+        if r.resume_state == "baking" and settings:
+            done = started and (now - started).total_seconds() / 60 >= settings.bake_minutes
+            body += (f"; baked {since} of {minutes(settings.bake_minutes)}" +
+                     (", `/model resume` retires the old variant at once" if done else ""))
     elif r.state == "baking":
         total = minutes(settings.bake_minutes) if settings else "?"
         body = f"baking `{escape(r.candidate_variant)}` at 100% for {since} of {total}; `{escape(r.stable_variant)}` at 0%"
@@ -326,6 +359,14 @@ def summary_line(r, settings: RolloutSettings | None, now: datetime) -> str:
         body = f"`{escape(r.candidate_variant)}` rolled back{who}{ago}: {escape(r.ended_reason or '')}"
     else:
         body = f"`{escape(r.candidate_variant)}` aborted: {escape(r.ended_reason or '')}"
+    not_judged = (r.last_evidence or {}).get("not_judged") if r.state in ("progressing", "paused") else None
+    if not_judged:
+        at = datetime.fromisoformat(not_judged["at"])
+        body += f"; not judged at {clock(at)}: {escape(not_judged.get('why') or '')}"
     if r.pending is not None and r.last_error:
         body += f" :warning: {escape(r.last_error)}"
+    waiting = getattr(r, "next_deploy", None)
+    if waiting and r.state in ("pending", "progressing", "paused", "baking"):
+        body += (f"; next: `{escape(waiting['candidate_variant'])}` (run `{escape(waiting['run_id'])}`) waits for "
+                 "this rollout to end")
     return body + tail

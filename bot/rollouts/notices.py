@@ -1,13 +1,17 @@
 """A transition's notifications: queued in the Slack outbox once its traffic part is done, delivered apart.
 
-Everything a rollout tells people -- the step and rollback messages, the edits that close earlier messages, the
-evidence chart, the parent refresh, the forced-promotion alert and the page -- becomes rows of slack_outbox,
-written in the same transaction that clears the traffic intent. They are delivered right away when Slack
-answers, else by the outbox delivery job with a capped back-off. So a Slack outage of any length delays what
+Everything a rollout tells Slack -- the step and rollback messages, the edits that close earlier messages, the
+evidence chart, the parent refresh, the forced-promotion alert -- becomes rows of slack_outbox, written in the
+same transaction that clears the traffic intent. They are delivered by the outbox delivery job (right away
+too, for a command, when Slack answers), with a capped back-off. So a Slack outage of any length delays what
 is said, never what SageMaker does: the controller goes on judging, and rolling back, while messages are owed.
 
-Rows of one rollout are delivered in order (page first, then the thread's edits, chart and posts), so the
-thread reads as it happened.
+The page of a rollback is not one of these rows: it is written with the rollback itself (bot/rollouts/
+executor.py) and delivered by the pager's own jobs, so it never waits behind the thread's older messages.
+
+Rows of one rollout are delivered in order, so the thread reads as it happened. A rollout whose thread is not
+open yet (its first message is itself still owed) queues its thread's messages without a place: they go
+into the thread once it exists.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sqlalchemy import update
 
 from bot.chart_loading import load as load_chart_module
 from bot.paging import service as pager
+from bot.paging.tables import Page
 from bot.registry import Model, ModelSpec
 from bot.rollouts import chart_data
 from bot.rollouts import messages as text
@@ -26,6 +31,7 @@ from bot.rollouts.plans import Intent, PageOrder, Post
 from bot.rollouts.states import RolloutState
 from bot.rollouts.tables import Rollout
 from bot.slack import outbox
+from bot.store.foundation import Thread, insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -71,34 +77,73 @@ def queue(services, session, r: Rollout, intent: Intent, aws: dict[str, str]) ->
         nonlocal queued
         queued += outbox.enqueue(session, key=key(r.id, f"{intent.id}:{name}"), subject=sub, **row)
 
-    if intent.page is not None and r.thread_channel:
-        add("page", kind=PAGE, payload={"reason": intent.page.reason, "automatic": intent.page.automatic,
-                                        "actor": intent.page.actor})
+    if intent.page is not None:
+        # Opened with the rollback (executor.commit); an intent committed by an older version opens it here.
+        pager.open_rollback_page(services, session, model_name=r.model, rollout_id=r.id, reason=intent.page.reason,
+                                 automatic=intent.page.automatic, actor=intent.page.actor,
+                                 channel=r.thread_channel, thread_ts=r.thread_ts)
+    # No thread yet: the thread's rows name no place, and go into the thread once it is open.
+    channel, thread_ts = (r.thread_channel, r.thread_ts) if r.thread_ts else (None, None)
     for i, edit in enumerate(intent.updates):
         add(f"edit{i}", kind=EDIT, channel=edit.channel, text=edit.text, blocks=edit.blocks, payload={"ts": edit.ts})
-    if intent.chart and r.thread_channel:
+    if intent.chart:
         # Before the new step's message, so the message that keeps changing stays at the bottom of the thread.
-        add("chart", kind=CHART, channel=r.thread_channel, thread_ts=r.thread_ts)
+        add("chart", kind=CHART, channel=channel, thread_ts=thread_ts)
     for post in intent.posts:
-        channel, thread_ts = (r.thread_channel, r.thread_ts) if post.thread else (post.channel, None)
-        if not channel:
+        where = (channel, thread_ts) if post.thread else (post.channel, None)
+        if not post.thread and not where[0]:
             continue
         body, blocks = render_post(services, r, intent, post, aws)
         role = {"role": post.role, "state": r.state, "step_index": r.step_index} if post.role else None
-        add(post.key, channel=channel, thread_ts=thread_ts, text=body, blocks=blocks, broadcast=post.broadcast,
+        add(post.key, channel=where[0], thread_ts=where[1], text=body, blocks=blocks, broadcast=post.broadcast,
             payload=role)
     if intent.alert is not None:
         model = services.registry.get(r.model)
-        channel = model.alert_channel if model else services.registry.defaults.alert_channel
-        if channel:
+        alert_channel = model.alert_channel if model else services.registry.defaults.alert_channel
+        if alert_channel:
             body, blocks = text.forced_alert(r, fallback_model(services, r), actor=intent.alert.actor,
                                              reason=intent.alert.reason,
                                              thread_link=text.thread_link(r.thread_channel, r.thread_ts))
-            add("alert", channel=channel, text=body, blocks=blocks)
+            add("alert", channel=alert_channel, text=body, blocks=blocks)
     if intent.parent and r.owns_parent and r.thread_channel and r.thread_ts:
         body, blocks = text.parent_message(r, fallback_model(services, r), state_line=text.state_line(r))
         add("parent", kind=EDIT, channel=r.thread_channel, text=body, blocks=blocks, payload={"ts": r.thread_ts})
     return queued
+
+
+PARENT_ROLE = {"role": "parent"}
+
+
+def parent_key(rollout_id: int) -> str:
+    return key(rollout_id, "parent")
+
+
+def queue_parent(services, session, r: Rollout, model: Model) -> None:
+    """The first message of a rollout's own thread, owed (Slack did not take it yet, or the controller does not
+    wait for it): once delivered, the rollout records its thread and the thread's owed rows follow into it."""
+    body, blocks = text.parent_message(r, model, state_line=text.state_line(r))
+    outbox.enqueue(session, key=parent_key(r.id), subject=subject(r.id), channel=model.channel, text=body,
+                   blocks=blocks, payload=PARENT_ROLE)
+
+
+def queue_waiting(session, active: Rollout, deploy: dict, *, replaced: dict | None = None) -> None:
+    """A deploy came while `active` is in progress: it says so in its run's thread (and an earlier waiting
+    deploy it replaced says so in its own)."""
+    body, blocks = text.waiting_message(active, deploy)
+    outbox.enqueue(session, key=key(active.id, f"waiting:{deploy['run_key']}"), subject=f"waiting:{active.id}",
+                   channel=deploy["channel"], thread_ts=deploy["thread_ts"], text=body, blocks=blocks)
+    if replaced:
+        body, blocks = text.waiting_replaced_message(replaced, deploy)
+        outbox.enqueue(session, key=key(active.id, f"replaced:{replaced['run_key']}"),
+                       subject=f"waiting:{active.id}", channel=replaced["channel"], thread_ts=replaced["thread_ts"],
+                       text=body, blocks=blocks)
+
+
+def queue_not_started(session, r: Rollout, deploy: dict, why: str) -> None:
+    """A waiting deploy that could not start when `r` ended: its run's thread says why."""
+    body, blocks = text.waiting_not_started_message(deploy, why)
+    outbox.enqueue(session, key=key(r.id, f"not-started:{deploy['run_key']}"), subject=f"waiting:{r.id}",
+                   channel=deploy["channel"], thread_ts=deploy["thread_ts"], text=body, blocks=blocks)
 
 
 def queue_failure(services, session, r: Rollout, intent: Intent, what: str, error: str) -> None:
@@ -110,9 +155,13 @@ def queue_failure(services, session, r: Rollout, intent: Intent, what: str, erro
                    thread_ts=r.thread_ts, text=body, blocks=blocks)
 
 
-def deliver(services, rollout_id: int) -> outbox.DeliveryStats:
-    """Delivers what the rollout owes now; stops at the first failure (the delivery job retries later)."""
-    return outbox.deliver_due(services, subject=subject(rollout_id), stop_at_first_failure=True)
+def deliver(services, rollout_id: int) -> None:
+    """Delivers what the rollout owes now, for a caller that may wait on Slack (a command, the run watcher):
+    its messages, up to Slack's first failure (the delivery job retries later), and its page if it owes any."""
+    outbox.deliver_due(services, subject=subject(rollout_id), stop_at_first_failure=True)
+    page = pager.page_for_rollout(services, rollout_id)
+    if page is not None and (page.settled_version < page.version or page.pagerduty_owed()):
+        pager.deliver(services, page.id)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -132,18 +181,27 @@ def _deliver_edit(services, row: outbox.OutboxMessage) -> str | None:
 
 
 def _deliver_chart(services, row: outbox.OutboxMessage) -> str | None:
-    """The evidence chart as it stands when it is drawn. A chart that cannot be drawn is not retried forever:
-    the outbox gives a refusal up after a few attempts; the numbers are in the thread anyway."""
+    """The evidence chart as it stands when it is drawn. A chart that cannot be drawn is left out at once, and
+    one Slack refuses for good is given up after a few attempts: the numbers are in the thread anyway."""
     rollout_id = int(row.subject.split(":", 1)[1])
     post_rendered = load_chart_module("bot.slack.charts").post_rendered
     rollout_chart = load_chart_module("charts.rollout").rollout
     with services.store.session() as s:
         r = s.get(Rollout, rollout_id)
         s.expunge(r)
-    evidence, events = chart_data.chart_frames(services, rollout_id)
-    chart = rollout_chart(evidence, events, r.model, r.stable_variant, r.candidate_variant)
+    channel, thread_ts = (row.channel, row.thread_ts) if row.channel else (r.thread_channel, r.thread_ts)
+    if not channel:
+        raise outbox.Refused(f"the evidence chart of rollout {rollout_id} waits for its thread", permanent=False)
     try:
-        post_rendered(services.slack, row.channel, row.thread_ts, chart)
+        evidence, events = chart_data.chart_frames(services, rollout_id)
+        chart = rollout_chart(evidence, events, r.model, r.stable_variant, r.candidate_variant)
+    except Exception:
+        # Our own drawing failed: trying again draws the same failure, and the thread's later messages (a
+        # rollback's, say) must not wait behind it. The numbers are in the thread; the chart is left out.
+        log.exception("rollout %s: the evidence chart could not be drawn; left out", rollout_id)
+        return None
+    try:
+        post_rendered(services.slack, channel, thread_ts, chart)
     except Exception as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, (SlackApiError, SlackClientError)) else None
         if cause is not None:
@@ -153,7 +211,8 @@ def _deliver_chart(services, row: outbox.OutboxMessage) -> str | None:
 
 
 def _deliver_page(services, row: outbox.OutboxMessage) -> str | None:
-    """Opens the page (one per rollout, however often this runs); the pager delivers it on its own schedule."""
+    """A page row queued by a version before the page was written with its rollback: opens the page (one per
+    rollout, however often this runs); the pager delivers it on its own schedule. Never given up."""
     rollout_id = int(row.subject.split(":", 1)[1])
     with services.store.session() as s:
         r = s.get(Rollout, rollout_id)
@@ -165,10 +224,21 @@ def _deliver_page(services, row: outbox.OutboxMessage) -> str | None:
     return None
 
 
+def _thread(services, row: outbox.OutboxMessage) -> tuple[str, str | None] | None:
+    """Where a rollout's message queued before its thread was open goes: the thread, once it is."""
+    with services.store.session() as s:
+        r = s.get(Rollout, int(row.subject.split(":", 1)[1]))
+        return (r.thread_channel, r.thread_ts) if r is not None and r.thread_ts else None
+
+
 def _after_delivery(services, row: outbox.OutboxMessage, ts: str | None) -> None:
     """A step's evidence message or a pause message is posted: the rollout records it (later edits use it),
-    unless the rollout has moved on since it was queued."""
+    unless the rollout has moved on since it was queued. The thread's first message is posted: the rollout
+    records its thread (and the page links it), and the first message is brought up to date."""
     role = (row.payload or {}).get("role")
+    if role == "parent" and ts:
+        _thread_opened(services, int(row.subject.split(":", 1)[1]), row.channel, ts)
+        return
     if role not in ("evidence", "pause") or not ts:
         return
     rollout_id = int(row.subject.split(":", 1)[1])
@@ -184,7 +254,24 @@ def _after_delivery(services, row: outbox.OutboxMessage, ts: str | None) -> None
         s.execute(update(Rollout).where(*conditions).values(**values))
 
 
+def _thread_opened(services, rollout_id: int, channel: str, ts: str) -> None:
+    with services.store.session() as s:
+        s.execute(update(Rollout).where(Rollout.id == rollout_id, Rollout.thread_ts.is_(None))
+                  .values(thread_channel=channel, thread_ts=ts))
+        r = s.get(Rollout, rollout_id)
+        insert_ignore(s, Thread.__table__, {"kind": "rollout", "key": str(rollout_id), "model": r.model,
+                                            "channel": channel, "ts": ts, "created_at": r.created_at},
+                      ["kind", "key"])
+        s.execute(update(Page).where(Page.rollout_id == rollout_id, Page.source_ts.is_(None))
+                  .values(source_channel=channel, source_ts=ts))
+        # The first message was drawn when it was queued: it now says where the rollout has got to.
+        body, blocks = text.parent_message(r, fallback_model(services, r), state_line=text.state_line(r))
+        outbox.enqueue(s, key=key(rollout_id, f"parent-now:{r.version}"), subject=subject(rollout_id), kind=EDIT,
+                       channel=channel, text=body, blocks=blocks, payload={"ts": ts})
+
+
 outbox.register(EDIT, _deliver_edit)
 outbox.register(CHART, _deliver_chart)
-outbox.register(PAGE, _deliver_page)
+outbox.register(PAGE, _deliver_page, give_up=False)
 outbox.on_delivered("rollout", _after_delivery)
+outbox.resolve_threads("rollout", _thread)

@@ -4,6 +4,9 @@ A force-promotion, rollback or continue button is a question about one moment: t
 was running, the model's latest one), this candidate variant. Its value carries that moment and an expiry; a
 click acts only while the moment still holds. Otherwise an old prompt could, say, put a candidate that was
 rolled back since on 100% of traffic with no analysis.
+
+The Continue / Roll back buttons of a paused rollout's own message are a question about the pause itself: they
+stay good for as long as that rollout is paused with that candidate (a weekend, say), not 15 minutes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Any
 
 from bot.rollouts import tables as store
+from bot.rollouts.states import RolloutState
 from bot.slack.text import BUTTON_VALUE, code, cut
 
 PROMPT_SECONDS = 15 * 60
@@ -42,8 +46,9 @@ def bind(*, model: str, candidate: str | None, shown: Any = None, latest_id: int
 
 
 def bind_rollout(r, now: float | None = None) -> dict:
-    """The value of a button on a rollout's own message (Continue / Roll back on a paused rollout)."""
-    return bind(model=r.model, candidate=r.candidate_variant, shown=r, now=now)
+    """The value of a button on a rollout's own message (Continue / Roll back on a paused rollout): good while
+    that rollout stays paused."""
+    return bind(model=r.model, candidate=r.candidate_variant, shown=r, now=now, while_paused=True)
 
 
 def stale_reason(services, model_name: str, value: dict, *, now: float | None = None,
@@ -54,12 +59,15 @@ def stale_reason(services, model_name: str, value: dict, *, now: float | None = 
     expires = value.get("expires")
     if not isinstance(expires, (int, float)) or isinstance(expires, bool):
         return "This prompt is out of date (it was made before prompts carried what they showed)."
-    if now > expires:
-        return f"This prompt is out of date: prompts are good for {PROMPT_SECONDS // 60} minutes."
     with services.store.session() as s:
         active = store.active_for(s, model_name)
         latest = store.latest_for(s, model_name)
     shown_id = value.get("rollout_id")
+    if value.get("while_paused") is True and value.get("active"):
+        if active is None or active.id != shown_id or active.state != RolloutState.PAUSED:
+            return "This prompt is out of date: the rollout it was shown for is no longer paused."
+    elif now > expires:
+        return f"This prompt is out of date: prompts are good for {PROMPT_SECONDS // 60} minutes."
     if value.get("active"):
         if active is None or active.id != shown_id:
             return "This prompt is out of date: the rollout it was shown for has ended."

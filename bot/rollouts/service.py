@@ -41,6 +41,13 @@ class Outcome:
     text: str
     rollout_id: int | None = None
     changed: bool = True
+    # The action's audit row was written in its own transaction (the caller records only what changed nothing).
+    audited: bool = False
+
+
+def _audit(user_id: str, reason: str | None, audited: dict | None) -> dict | None:
+    """audit.add's arguments for a person's action: who and why, and what the caller says (action, via, ...)."""
+    return None if audited is None else dict(user_id=user_id, reason=reason, **audited)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -48,13 +55,15 @@ class Outcome:
 
 
 def _open_thread(services, r: Rollout, model: Model) -> None:
-    """A rollout started from Slack gets its own thread in the model's channel, recorded for mentions."""
+    """A rollout started from Slack gets its own thread in the model's channel, recorded for mentions. When
+    Slack does not take the first message now, it stays owed in the outbox: delivered later, it opens the
+    thread then (bot/rollouts/notices.py), and the rollout does not wait for it."""
     if r.thread_ts:
         return
     body, blocks = text.parent_message(r, model, state_line=text.state_line(r))
-    ts, _ = outbox.post_once(services, outbox.QUEUE, {"key": notices.key(r.id, "parent")},
+    ts, _ = outbox.post_once(services, outbox.QUEUE, {"key": notices.parent_key(r.id)},
                              outbox.Message(channel=model.channel, text=body, blocks=blocks),
-                             columns={"subject": notices.subject(r.id)})
+                             columns={"subject": notices.subject(r.id), "payload": notices.PARENT_ROLE})
     if ts is None:
         raise RolloutNotBegun(f"Slack did not take the rollout thread's first message in {model.channel}")
     with services.store.session() as s:
@@ -64,9 +73,12 @@ def _open_thread(services, r: Rollout, model: Model) -> None:
                       ["kind", "key"])
 
 
-def begin(services, rollout_id: int, now: datetime | None = None) -> Rollout | None:
-    """pending -> the first step (its weights, its evidence message)."""
-    now = now or utcnow()
+def begin(services, rollout_id: int, now: datetime | None = None, *, deliver: bool = True,
+          audited: dict | None = None) -> Rollout | None:
+    """pending -> the first step (its weights, its evidence message). The traffic does not wait for Slack: a
+    rollout whose thread is not open yet starts, and its thread's messages follow once the thread exists.
+    deliver=False (the rollout controller): no Slack call at all; the thread's first message is queued."""
+    now = now or executor.database_time(services)
     r = load(services, rollout_id)
     if r is None or r.state != RolloutState.PENDING:
         return r
@@ -77,14 +89,18 @@ def begin(services, rollout_id: int, now: datetime | None = None) -> Rollout | N
         return r
     model = services.registry.get(r.model)
     if not r.thread_ts and model is not None:
-        try:
-            _open_thread(services, r, model)
-        except ExternalError as exc:
-            log.warning("rollout %s: thread not opened yet: %s", rollout_id, exc)
-            return load(services, rollout_id)
+        if deliver:
+            try:
+                _open_thread(services, r, model)
+            except ExternalError as exc:
+                log.warning("rollout %s: thread not opened yet (its messages follow once it is): %s", rollout_id,
+                            exc)
+        else:
+            with services.store.session() as s:
+                notices.queue_parent(services, s, r, model)
     settings = settings_for(services, r.model)
     r, _ = transition(services, rollout_id, lambda cur: plan_enter_step(cur, settings, 0, now, kind=Event.START)
-                      if cur.state == RolloutState.PENDING and cur.thread_ts else None)
+                      if cur.state == RolloutState.PENDING else None, deliver=deliver, audited=audited)
     return r
 
 
@@ -115,11 +131,15 @@ def start_from_deploy(services, model_name: str, *, endpoint: str, stable_varian
                       run_id: str, channel: str, thread_ts: str, now: datetime | None = None) -> int:
     """The deploy task finished: start the rollout in the run's thread. Idempotent per run_id.
 
-    A rollout of the model still unfinished is aborted first: the deploy has replaced the candidate on the
-    endpoint. SageMaker being unreachable does not lose the rollout: it stays pending and the controller
-    begins it on its next pass.
+    With a rollout of the model in progress (progressing, paused or baking), the deploy waits for it: it is
+    recorded on that rollout (a newer deploy replaces a waiting one), its thread says so, and it starts when
+    that rollout has ended, against whatever variant then serves all the traffic (start_waiting). Never a
+    split no rollout owns. Returns the id of the rollout that started, or of the one it waits for.
+
+    A rollout of the model that has not begun yet (moved no traffic) is aborted: the deploy replaces it.
+    SageMaker being unreachable does not lose the rollout: it stays pending and the controller begins it.
     """
-    now = now or utcnow()
+    now = now or executor.database_time(services)
     model = services.registry.get(model_name)
     if model is None:
         raise ValueError(f"model {model_name!r} is not in the models file")
@@ -128,34 +148,113 @@ def start_from_deploy(services, model_name: str, *, endpoint: str, stable_varian
                              f"`{escape(model.endpoint)}` as {escape(model_name)}'s endpoint; nothing was "
                              "started on either")
     run_key = f"{model_name}/{run_id}"
-    with services.store.session() as s:
-        existing = store.by_run_key(s, run_key)
-    if existing is not None:
-        return existing.id
-    previous_config = None
-    try:
-        previous_config = services.sagemaker.describe_endpoint(endpoint, model.region).config_name or None
-    except ExternalError as exc:
-        log.warning("rollout of %s: endpoint config not recorded: %s", model_name, exc)
+    deploy = dict(run_key=run_key, run_id=run_id, endpoint=endpoint, stable_variant=stable_variant,
+                  candidate_variant=candidate_variant, channel=channel, thread_ts=thread_ts)
     for _ in range(COMMAND_ATTEMPTS):
-        rollout_id = _new_rollout(services, model, source="airflow", endpoint=endpoint, stable=stable_variant,
-                                  candidate=candidate_variant, run_key=run_key, started_by=None, channel=channel,
-                                  thread_ts=thread_ts, previous_config=previous_config, now=now)
-        if rollout_id is not None:
-            break
         with services.store.session() as s:
             existing = store.by_run_key(s, run_key)
             active = store.active_for(s, model_name)
         if existing is not None:
             return existing.id
+        if active is not None and active.state != RolloutState.PENDING:
+            if _wait_for(services, active, deploy):
+                return active.id
+            continue
         if active is not None:
             transition(services, active.id, lambda cur: plan_abort(
                 cur, now, reason=f"replaced by the candidate `{candidate_variant}` of Airflow run `{run_id}`")
-                if cur.active_model else None)
+                if cur.active_model and cur.state == RolloutState.PENDING else None)
+            continue
+        rollout_id = _start_deploy(services, model, deploy, stable_variant, now)
+        if rollout_id is not None:
+            begin(services, rollout_id, now)
+            return rollout_id
+    raise RolloutRefused(f"could not start the rollout of {model_name} for run {run_id}")
+
+
+def _previous_config(services, endpoint: str, region: str) -> str | None:
+    try:
+        return services.sagemaker.describe_endpoint(endpoint, region).config_name or None
+    except ExternalError as exc:
+        log.warning("endpoint config of %s not recorded: %s", endpoint, exc)
+        return None
+
+
+def _start_deploy(services, model: Model, deploy: dict, stable: str, now: datetime) -> int | None:
+    return _new_rollout(services, model, source="airflow", endpoint=deploy["endpoint"], stable=stable,
+                        candidate=deploy["candidate_variant"], run_key=deploy["run_key"], started_by=None,
+                        channel=deploy["channel"], thread_ts=deploy["thread_ts"],
+                        previous_config=_previous_config(services, deploy["endpoint"], model.region), now=now)
+
+
+def _wait_for(services, active: Rollout, deploy: dict) -> bool:
+    """Records the deploy on the rollout in progress; False when that rollout moved on meanwhile (look again)."""
+    earlier = active.next_deploy
+    if earlier and earlier.get("run_key") == deploy["run_key"]:
+        return True
+    with services.store.session() as s:
+        # No version bump: a deploy waiting is not a transition of this rollout.
+        taken = s.execute(update(Rollout).where(Rollout.id == active.id, Rollout.active_model.is_not(None))
+                          .values(next_deploy=deploy)).rowcount == 1
+        if taken:
+            notices.queue_waiting(s, active, deploy, replaced=earlier)
+    if taken:
+        log.info("rollout of %s (run %s) waits for rollout %s", active.model, deploy["run_id"], active.id)
+        outbox.deliver_due(services, subject=f"waiting:{active.id}")
+    return taken
+
+
+def start_waiting(services, r: Rollout, now: datetime) -> int | None:
+    """`r` has ended and its last traffic change is done: the deploy that waited for it starts now, against
+    the variant that serves all the traffic (the one `r` promoted, or the one it rolled back to). When the
+    endpoint does not allow that (the candidate is gone, or a split serves), the run's thread says why.
+    Returns the new rollout's id (None when it did not start). Safe to call again: it starts once."""
+    deploy = r.next_deploy
+    model = services.registry.get(r.model)
+    with services.store.session() as s:
+        active = store.active_for(s, r.model)
+    if active is not None and active.id != r.id:
+        # Someone started another rollout of the model meanwhile: the deploy waits for that one instead.
+        with services.store.session() as s:
+            s.execute(update(Rollout).where(Rollout.id == active.id, Rollout.next_deploy.is_(None))
+                      .values(next_deploy=deploy))
+            s.execute(update(Rollout).where(Rollout.id == r.id).values(next_deploy=None))
+        return None
+    why, rollout_id = None, None
+    if model is None:
+        why = f"{r.model} is no longer in the models file."
     else:
-        raise RolloutRefused(f"could not start the rollout of {model_name} for run {run_id}")
-    begin(services, rollout_id, now)
+        try:
+            state = services.sagemaker.describe_endpoint(deploy["endpoint"], model.region)
+            stable = _serving_alone(state, deploy["candidate_variant"])
+            rollout_id = _start_deploy(services, model, deploy, stable, now)
+        except (RolloutRefused, sagemaker.EndpointNotFound) as exc:
+            why = str(exc)
+        except ExternalError as exc:  # SageMaker unreachable: the next tick tries again
+            log.warning("rollout of %s (run %s) not started yet: %s", r.model, deploy["run_id"], exc)
+            return None
+    with services.store.session() as s:
+        s.execute(update(Rollout).where(Rollout.id == r.id).values(next_deploy=None))
+        if why:
+            notices.queue_not_started(s, r, deploy, why)
+    if rollout_id is not None:
+        begin(services, rollout_id, now, deliver=False)
     return rollout_id
+
+
+def _serving_alone(state: sagemaker.EndpointState, candidate: str) -> str:
+    """The variant serving all the traffic, for a waiting candidate that is on the endpoint at 0."""
+    split = ", ".join(f"`{v.name}` {100 * state.share(v.name):.0f}%" for v in state.variants) or "no variants"
+    cand = state.variant(candidate)
+    if cand is None:
+        raise RolloutRefused(f"`{escape(candidate)}` is no longer on `{escape(state.name)}` (it serves {split}).")
+    if cand.current_weight > 0:
+        raise RolloutRefused(f"`{escape(candidate)}` already serves traffic on `{escape(state.name)}` ({split}).")
+    carrying = [v for v in state.variants if v.current_weight > 0]
+    if len(carrying) != 1:
+        raise RolloutRefused(f"`{escape(state.name)}` serves {split}: not one variant to compare "
+                             f"`{escape(candidate)}` with.")
+    return carrying[0].name
 
 
 def detect_variants(state: sagemaker.EndpointState, wanted: str | None = None) -> tuple[str, str]:
@@ -210,27 +309,30 @@ def _from_slack(services, model: Model, *, user_id: str, variant: str | None, no
 
 
 def start_from_slack(services, model: Model, *, user_id: str, variant: str | None = None,
-                     now: datetime | None = None) -> Outcome:
+                     now: datetime | None = None, audited: dict | None = None, reason: str | None = None) -> Outcome:
     """/model promote: resumes a paused rollout, or starts one, with its own thread in the model's channel."""
-    now = now or utcnow()
+    now = now or executor.database_time(services)
     with services.store.session() as s:
         active = store.active_for(s, model.name)
     if active is not None:
         if active.state == RolloutState.PAUSED:
-            return resume(services, model, user_id=user_id, now=now)
+            return resume(services, model, user_id=user_id, now=now, audited=audited, reason=reason)
         raise RolloutRefused(f"*{escape(model.name)}* is already being rolled out: "
                              f"{text.summary_line(active, model.rollout, now)}")
     rollout_id = _from_slack(services, model, user_id=user_id, variant=variant, now=now)
-    r = begin(services, rollout_id, now)
-    link = text.thread_link(r.thread_channel, r.thread_ts)
+    r = begin(services, rollout_id, now, audited=_audit(user_id, reason, audited))
     if r.state == RolloutState.PENDING:
-        return Outcome(f":hourglass: Rollout of *{escape(model.name)}* recorded; Slack did not answer yet, so "
-                       "it begins on the worker's next pass.", rollout_id=rollout_id)
+        return Outcome(f":hourglass: Rollout of *{escape(model.name)}* recorded; an earlier rollout's traffic "
+                       "change comes first, so it begins on the worker's next pass.", rollout_id=rollout_id)
+    link = text.thread_link(r.thread_channel, r.thread_ts)
+    where = (f" Evidence in the <{link}|rollout thread>." if link else
+             f" Slack did not take the rollout thread's first message yet; the thread opens in "
+             f"<#{model.channel}> when it does.")
     return Outcome(
         f":rocket: Rollout of *{escape(model.name)}* started: `{escape(r.candidate_variant)}` replacing "
         f"`{escape(r.stable_variant)}` on `{escape(r.endpoint)}`, first step "
-        f"{formatting.percent(r.steps[0])}." + (f" Evidence in the <{link}|rollout thread>." if link else ""),
-        rollout_id=rollout_id,
+        f"{formatting.percent(r.steps[0])}." + where,
+        rollout_id=rollout_id, audited=audited is not None,
     )
 
 
@@ -246,31 +348,34 @@ def _active_or_refuse(services, model: Model, doing: str) -> Rollout:
     return active
 
 
-def pause(services, model: Model, *, user_id: str, reason: str | None = None, now: datetime | None = None) -> Outcome:
-    now = now or utcnow()
+def pause(services, model: Model, *, user_id: str, reason: str | None = None, now: datetime | None = None,
+          audited: dict | None = None) -> Outcome:
+    now = now or executor.database_time(services)
     active = _active_or_refuse(services, model, "pause")
     why = reason or "paused by hand"
     r, plan = transition(services, active.id, lambda cur: plan_pause(
         cur, settings_for(services, cur.model), now, actor=user_id, reason=why)
-        if allows(cur.state, Event.PAUSE) else None)
+        if allows(cur.state, Event.PAUSE) else None, audited=_audit(user_id, reason, audited))
     if plan is None:
         return Outcome(f"The rollout of *{escape(model.name)}* is already {r.state if r else 'gone'}.",
                        rollout_id=active.id, changed=False)
     return Outcome(f":double_vertical_bar: Paused the rollout of *{escape(model.name)}* at "
                    f"{formatting.percent(r.percent)}. Traffic stays as it is; `/model resume {escape(model.name)}` "
-                   "continues.", rollout_id=r.id)
+                   "continues.", rollout_id=r.id, audited=audited is not None)
 
 
-def resume(services, model: Model, *, user_id: str, now: datetime | None = None) -> Outcome:
-    now = now or utcnow()
+def resume(services, model: Model, *, user_id: str, now: datetime | None = None, audited: dict | None = None,
+           reason: str | None = None) -> Outcome:
+    now = now or executor.database_time(services)
     active = _active_or_refuse(services, model, "resume")
     r, plan = transition(services, active.id, lambda cur: plan_resume(
-        cur, settings_for(services, cur.model), now, actor=user_id) if allows(cur.state, Event.RESUME) else None)
+        cur, settings_for(services, cur.model), now, actor=user_id) if allows(cur.state, Event.RESUME) else None,
+        audited=_audit(user_id, reason, audited))
     if plan is None:
         return Outcome(f"The rollout of *{escape(model.name)}* is not paused (it is {r.state if r else 'gone'}).",
                        rollout_id=active.id, changed=False)
     return Outcome(f":arrow_forward: Resumed the rollout of *{escape(model.name)}* at {formatting.percent(r.percent)}.",
-                   rollout_id=r.id)
+                   rollout_id=r.id, audited=audited is not None)
 
 
 def rollback_target(services, model: Model) -> tuple[Rollout | None, str]:
@@ -293,10 +398,10 @@ def rollback_target(services, model: Model) -> tuple[Rollout | None, str]:
 
 
 def rollback(services, model: Model, *, user_id: str, reason: str | None = None, rollout_id: int | None = None,
-             now: datetime | None = None) -> Outcome:
+             now: datetime | None = None, audited: dict | None = None) -> Outcome:
     """/model rollback: the unfinished rollout goes back to its stable variant; with none, the last promoted one
-    goes back to what the endpoint had before it. Pages either way."""
-    now = now or utcnow()
+    goes back to what the endpoint had before it. Pages either way (the page is written with the rollback)."""
+    now = now or executor.database_time(services)
     target, _ = rollback_target(services, model)
     if rollout_id is not None and (target is None or target.id != rollout_id):
         # A confirm button from an earlier prompt: it was about a rollout that has ended since.
@@ -315,7 +420,7 @@ def rollback(services, model: Model, *, user_id: str, reason: str | None = None,
     why = reason or "no reason given"
     r, plan = transition(services, target.id, lambda cur: plan_rollback(
         cur, settings_for(services, cur.model), now, automatic=False, actor=user_id, reason=why)
-        if allows(cur.state, Event.ROLLBACK) else None)
+        if allows(cur.state, Event.ROLLBACK) else None, audited=_audit(user_id, reason, audited))
     if plan is None:
         return Outcome(f"The rollout of *{escape(model.name)}* was already {r.state if r else 'gone'}; "
                        "nothing was changed.", changed=False)
@@ -325,13 +430,13 @@ def rollback(services, model: Model, *, user_id: str, reason: str | None = None,
     else:
         done = f"All traffic on `{escape(r.endpoint)}` is back on `{escape(r.stable_variant)}`"
     return Outcome(f":rewind: Rolled back *{escape(model.name)}*: {done}. On-call has been paged.{owed}",
-                   rollout_id=r.id)
+                   rollout_id=r.id, audited=audited is not None)
 
 
 def force_promote(services, model: Model, *, user_id: str, reason: str | None = None, variant: str | None = None,
-                  now: datetime | None = None) -> Outcome:
+                  now: datetime | None = None, audited: dict | None = None) -> Outcome:
     """/model promote --force: 100% to the candidate now, announced in the thread and the alert channel."""
-    now = now or utcnow()
+    now = now or executor.database_time(services)
     with services.store.session() as s:
         active = store.active_for(s, model.name)
     if active is None:
@@ -344,14 +449,14 @@ def force_promote(services, model: Model, *, user_id: str, reason: str | None = 
         rollout_id = active.id
     r, plan = transition(services, rollout_id, lambda cur: plan_bake(
         cur, settings_for(services, cur.model), now, forced_by=user_id, reason=reason)
-        if allows(cur.state, Event.FORCED) else None)
+        if allows(cur.state, Event.FORCED) else None, audited=_audit(user_id, reason, audited))
     if plan is None:
         return Outcome(f"The rollout of *{escape(model.name)}* is already {r.state if r else 'gone'}; "
                        "nothing was changed.", rollout_id=rollout_id, changed=False)
     owed = f"\n:warning: Still owed, retried every pass: {escape(r.last_error)}" if r.pending and r.last_error else ""
     return Outcome(f":warning: Forced promotion of *{escape(model.name)}*: `{escape(r.candidate_variant)}` "
                    f"takes 100% of `{escape(r.endpoint)}` now. Announced in the thread and the alert channel."
-                   f"{owed}", rollout_id=r.id)
+                   f"{owed}", rollout_id=r.id, audited=audited is not None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -364,4 +469,4 @@ def rollout_summary(services, model: Model) -> str | None:
         r = store.active_for(s, model.name) or store.latest_for(s, model.name)
     if r is None:
         return None
-    return text.summary_line(r, model.rollout, utcnow())
+    return text.summary_line(r, model.rollout, executor.database_time(services))

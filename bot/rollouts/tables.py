@@ -153,6 +153,13 @@ def by_run_key(session: Session, run_key: str) -> Rollout | None:
     return session.scalars(select(Rollout).where(Rollout.run_key == run_key)).first()
 
 
+def waited_for(session: Session) -> list[Rollout]:
+    """Ended rollouts a deploy waits for, whose last traffic change is done: that deploy starts now."""
+    return list(session.scalars(select(Rollout).where(
+        Rollout.active_model.is_(None), Rollout.next_deploy.is_not(None), Rollout.pending.is_(None))
+        .order_by(Rollout.id)))
+
+
 def needing_work(session: Session) -> list[Rollout]:
     """Unfinished rollouts and finished ones whose last transition is not fully carried out yet."""
     return list(

@@ -28,7 +28,7 @@ from bot.registry import Model
 from bot.rollouts import service as rollouts
 from bot.slack import outbox
 from bot.store.base import as_utc, utcnow
-from bot.store.foundation import Thread, insert_ignore
+from bot.store.foundation import Thread, database_now, insert_ignore
 from bot.runs import messages
 from bot.runs.messages import SLACK_ID, render_parent
 from bot.runs.tables import (
@@ -417,8 +417,8 @@ ROLLOUT_CLAIM_TTL = timedelta(minutes=2)
 
 
 def _claim_rollout_start(services, cand: Candidate) -> bool:
-    now = utcnow()
     with services.store.session() as s:
+        now = database_now(s)  # the claim's age on the one clock every worker shares
         result = s.execute(
             update(Candidate)
             .where(Candidate.id == cand.id, Candidate.rollout_started_at.is_(None), Candidate.rollout_error.is_(None))

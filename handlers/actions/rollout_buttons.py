@@ -101,15 +101,16 @@ def _work(services, body: dict, answer, *, action: str, words: str, act, candida
             answer(f":warning: {stale.rstrip('.')}; nothing was changed. Run the command again to see the "
                    "current state.")
             return
-        outcome = act(services, model, user_id, value)
+        outcome = act(services, model, user_id, value, {"action": action, "via": "button"})
     except (rollouts.RolloutRefused, ExternalError) as exc:
         audit.record(services.store, user_id=user_id, action=action, model=model.name, outcome="failed",
                      reason=reason, via="button", detail=str(exc))
         answer(f":warning: {exc}")
         return
-    audit.record(services.store, user_id=user_id, action=action, model=model.name,
-                 outcome="ok" if outcome.changed else "failed", reason=reason, via="button",
-                 rollout_id=outcome.rollout_id)
+    if not outcome.audited:  # a change is audited in its own transaction; this records what changed nothing
+        audit.record(services.store, user_id=user_id, action=action, model=model.name,
+                     outcome="ok" if outcome.changed else "failed", reason=reason, via="button",
+                     rollout_id=outcome.rollout_id)
     answer(outcome.text)
 
 
@@ -124,29 +125,29 @@ def _force_candidate_now(services, model, value: dict) -> str | None:
 
 def on_confirm_rollback(ack, body, context, respond):
     _handle(ack, body, context, respond, action="rollback", words="roll back", replace=True,
-            act=lambda services, model, user, value: rollouts.rollback(
-                services, model, user_id=user, reason=_reason(value), rollout_id=_rollout_id(value)))
+            act=lambda services, model, user, value, audited: rollouts.rollback(
+                services, model, user_id=user, reason=_reason(value), rollout_id=_rollout_id(value), audited=audited))
 
 
 def on_confirm_force(ack, body, context, respond):
     _handle(ack, body, context, respond, action="promote_force", words="promote", replace=True,
             candidate_now=_force_candidate_now,
-            act=lambda services, model, user, value: rollouts.force_promote(
+            act=lambda services, model, user, value, audited: rollouts.force_promote(
                 services, model, user_id=user, reason=_reason(value),
-                variant=value.get("candidate") if isinstance(value.get("candidate"), str) else None))
+                variant=value.get("candidate") if isinstance(value.get("candidate"), str) else None, audited=audited))
 
 
 def on_continue(ack, body, context, respond):
     _handle(ack, body, context, respond, action="resume", words="resume rollouts", replace=False,
-            act=lambda services, model, user, value: _for_rollout(
-                services, model, value, lambda: rollouts.resume(services, model, user_id=user)))
+            act=lambda services, model, user, value, audited: _for_rollout(
+                services, model, value, lambda: rollouts.resume(services, model, user_id=user, audited=audited)))
 
 
 def on_paused_rollback(ack, body, context, respond):
     _handle(ack, body, context, respond, action="rollback", words="roll back", replace=False,
-            act=lambda services, model, user, value: rollouts.rollback(
+            act=lambda services, model, user, value, audited: rollouts.rollback(
                 services, model, user_id=user, reason="rolled back from the paused rollout's buttons",
-                rollout_id=_rollout_id(value)))
+                rollout_id=_rollout_id(value), audited=audited))
 
 
 def _for_rollout(services, model, value: dict, act):

@@ -11,17 +11,19 @@ def _act(inv: Invocation, action: str) -> None:
     services, model = inv.services, inv.model
     reason = " ".join(inv.args) or None
     try:
+        # A change is audited in its own transaction; what changed nothing is recorded here.
         if action == "pause":
-            outcome = rollouts.pause(services, model, user_id=inv.user_id, reason=reason)
+            outcome = rollouts.pause(services, model, user_id=inv.user_id, reason=reason, audited={"action": action})
         else:
-            outcome = rollouts.resume(services, model, user_id=inv.user_id)
+            outcome = rollouts.resume(services, model, user_id=inv.user_id, reason=reason, audited={"action": action})
     except rollouts.RolloutRefused as exc:
         audit.record(services.store, user_id=inv.user_id, action=action, model=model.name, outcome="failed",
                      reason=reason, detail=str(exc))
         inv.reply(text=f":warning: {exc}")
         return
-    audit.record(services.store, user_id=inv.user_id, action=action, model=model.name,
-                 outcome="ok" if outcome.changed else "failed", reason=reason, rollout_id=outcome.rollout_id)
+    if not outcome.audited:
+        audit.record(services.store, user_id=inv.user_id, action=action, model=model.name,
+                     outcome="ok" if outcome.changed else "failed", reason=reason, rollout_id=outcome.rollout_id)
     inv.reply(text=outcome.text)
 
 

@@ -19,14 +19,18 @@ def run_promote(inv: Invocation) -> None:
         _confirm_force(inv, reason, variant)
         return
     try:
-        outcome = rollouts.start_from_slack(services, model, user_id=inv.user_id, variant=variant)
+        # Audited in the transaction that starts (or resumes) the rollout; what changed nothing is recorded here.
+        outcome = rollouts.start_from_slack(services, model, user_id=inv.user_id, variant=variant, reason=reason,
+                                            audited={"action": "promote", "variant": variant})
     except rollouts.RolloutRefused as exc:
         audit.record(services.store, user_id=inv.user_id, action="promote", model=model.name, outcome="failed",
                      reason=reason, detail=str(exc))
         inv.reply(text=f":warning: {exc}")
         return
-    audit.record(services.store, user_id=inv.user_id, action="promote", model=model.name, outcome="ok",
-                 reason=reason, rollout_id=outcome.rollout_id, variant=variant)
+    if not outcome.audited:
+        audit.record(services.store, user_id=inv.user_id, action="promote", model=model.name,
+                     outcome="ok" if outcome.changed else "failed", reason=reason, rollout_id=outcome.rollout_id,
+                     variant=variant)
     inv.reply(text=outcome.text)
 
 

@@ -226,21 +226,33 @@ def trickle():
     server.stop()
 
 
+# A fault test's rollout begins this long ago: the controller judges only whole minutes that are over (the
+# minute in progress is not read), so evidence written into the step's past minutes is judged at once instead
+# of a minute or two later.
+STEP_BACKDATE = timedelta(minutes=3)
+
+
 def start_rollout(services, slack, model: str, *, endpoint: str, stable: str, candidate: str,
-                  run_id: str = "deploy-1", channel: str = "C0CHURN") -> int:
-    """A rollout as a finished deploy task starts it (the run watcher's call), in a run thread of its own."""
+                  run_id: str = "deploy-1", channel: str = "C0CHURN", now: datetime | None = None) -> int:
+    """A rollout as a finished deploy task starts it (the run watcher's call), in a run thread of its own; its
+    first step counts from `now` (default: STEP_BACKDATE ago)."""
     from bot.rollouts import service as rollouts
 
     thread_ts = slack.add_message(channel, f"Run {run_id} of {model}", user="U0MODELBOT")
     return rollouts.start_from_deploy(services, model, endpoint=endpoint, stable_variant=stable,
                                       candidate_variant=candidate, run_id=run_id, channel=channel,
-                                      thread_ts=thread_ts)
+                                      thread_ts=thread_ts, now=now or utc_now() - STEP_BACKDATE)
 
 
 def evidence_minutes(before: datetime, after: datetime) -> list[datetime]:
-    """The CloudWatch minutes that count for a step that began between `before` and `after`: its first
-    whole minute is one of these (and a datapoint in an earlier minute is simply not counted)."""
-    return sorted({first_full_minute(before), first_full_minute(after)})
+    """The CloudWatch minutes that count for a step that began between `before` and `after` and that are over
+    by `after`: from the first whole minute after `before` up to the last one ended. (A datapoint in an
+    earlier minute is simply not counted, nor one in the minute in progress.)"""
+    minutes, minute = [], first_full_minute(before)
+    while minute + timedelta(minutes=1) <= after:
+        minutes.append(minute)
+        minute += timedelta(minutes=1)
+    return minutes or [first_full_minute(before)]
 
 
 def put_bad_evidence(endpoint: str, stable: str, candidate: str, minutes: list[datetime],
@@ -269,5 +281,5 @@ def scrape(url: str) -> str:
     return requests.get(url + "/metrics", timeout=5).text
 
 
-__all__ = ["WorkerProcess", "TrickleServer", "HangingSlack", "start_rollout", "evidence_minutes", "put_bad_evidence", "utc_now", "metric_value",
+__all__ = ["WorkerProcess", "TrickleServer", "HangingSlack", "STEP_BACKDATE", "start_rollout", "evidence_minutes", "put_bad_evidence", "utc_now", "metric_value",
            "scrape", "free_port", "timedelta", "put_traffic", "weights"]

@@ -24,7 +24,8 @@ import pytest
 
 from tests.conftest import provision_database
 from tests.endpoints import create_endpoint
-from tests.faults.conftest import WorkerProcess, evidence_minutes, put_bad_evidence, start_rollout, utc_now, weights
+from tests.faults.conftest import (STEP_BACKDATE, WorkerProcess, evidence_minutes, put_bad_evidence, start_rollout,
+                                   utc_now, weights)
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, app_env, wait_until
 
 ITERATIONS = int(os.environ.get("MODELBOT_CHAOS_ITERATIONS") or 5)
@@ -123,9 +124,9 @@ def test_bad_candidates_roll_back_once_and_page_once_under_kills_and_a_flaky_sla
             began = time.monotonic()
             name, endpoint = model_name(k), f"{model_name(k)}-prod"
             create_endpoint(endpoint, {STABLE: 1.0, CANDIDATE: 0.0})
-            before = utc_now()
+            before = utc_now() - STEP_BACKDATE
             start_rollout(services, slack, name, endpoint=endpoint, stable=STABLE, candidate=CANDIDATE,
-                          run_id=f"deploy-{k}", channel="C0CHAOS")
+                          run_id=f"deploy-{k}", channel="C0CHAOS", now=before)
             wait_until(lambda: weights(endpoint)[CANDIDATE] > 0, timeout=60, interval=0.1,
                        message=f"{name}'s first step")
             put_bad_evidence(endpoint, STABLE, CANDIDATE, evidence_minutes(before, utc_now()))

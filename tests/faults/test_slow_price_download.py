@@ -13,8 +13,8 @@ import time
 import pytest
 
 from tests.endpoints import create_endpoint
-from tests.faults.conftest import (WorkerProcess, evidence_minutes, metric_value, put_bad_evidence, scrape,
-                                   start_rollout, utc_now, weights)
+from tests.faults.conftest import (STEP_BACKDATE, WorkerProcess, evidence_minutes, metric_value, put_bad_evidence,
+                                   scrape, start_rollout, utc_now, weights)
 from tests.harness import app_env, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -42,8 +42,8 @@ def test_rollback_lands_within_two_ticks_while_a_price_download_trickles(
         AWS_ENDPOINT_URL_PRICING=trickle.url,
     ), tmp_path / "worker.log")
     try:
-        before = utc_now()
-        start_rollout(services, slack, "churn", endpoint="churn-prod", stable="v41", candidate="v42")
+        before = utc_now() - STEP_BACKDATE
+        start_rollout(services, slack, "churn", endpoint="churn-prod", stable="v41", candidate="v42", now=before)
         worker.start()
         wait_until(lambda: weights() == {"v41": 0.9, "v42": 0.1}, timeout=60,
                    message=f"the rollout's first step (10%)\n{worker.log()[-3000:]}")

@@ -14,9 +14,9 @@ from bot.rollouts import service as rollouts
 from bot.slack import outbox
 from bot.store.foundation import JobLease
 from bot.rollouts.tables import RolloutEvent
-from jobs import outbox_delivery, rollout_controller
+from jobs import rollout_controller
 from tests.harness import app_env, run_jobs_once
-from tests.rollout.conftest import Traffic, put_traffic, weights
+from tests.rollout.conftest import Traffic, deliver_all, put_traffic, weights
 from tests.rollout.test_scenarios import churn, deploy, pages
 
 
@@ -57,8 +57,9 @@ def test_killed_while_shifting_resumes_with_exactly_one_shift(services, slack, c
     rollout_id, parent = deploy(services, slack, t0)
     Traffic(**GOOD).write(t0, 30)
     fired = kill_at(monkeypatch, point)
-    with pytest.raises(Killed):
+    with pytest.raises(Killed):  # the worker's pass: the tick, then (after_post) the outbox's delivery
         rollout_controller.tick(services, t0 + timedelta(minutes=30))
+        deliver_all(services)
     assert fired == [point]
     r = rollouts.load(services, rollout_id)
     # Decided and written down before acting; after the post, SageMaker is done and the messages are queued.
@@ -68,7 +69,7 @@ def test_killed_while_shifting_resumes_with_exactly_one_shift(services, slack, c
 
     for minute in (31, 32, 33):  # the next passes: the first finishes the shift, the others wait
         rollout_controller.tick(services, t0 + timedelta(minutes=minute))
-        outbox_delivery.run_once(services)
+        deliver_all(services)
     assert weights() == {"v41": 0.75, "v42": 0.25}
     r = rollouts.load(services, rollout_id)
     assert r.state == "progressing" and r.step_index == 1 and r.pending is None and r.evidence_ts
@@ -83,10 +84,11 @@ def test_killed_while_rolling_back_pages_exactly_once(services, slack, churn_end
     kill_at(monkeypatch, point)
     with pytest.raises(Killed):
         rollout_controller.tick(services, t0 + timedelta(minutes=30))
+        deliver_all(services)
     assert rollouts.load(services, rollout_id).state == "rolled_back"
     for minute in (31, 32):
         rollout_controller.tick(services, t0 + timedelta(minutes=minute))
-        outbox_delivery.run_once(services)
+        deliver_all(services)
     assert weights() == {"v41": 1.0, "v42": 0.0}
     assert len(pages(slack)) == 1
     assert len([m for m in slack.thread("C0CHURN", parent) if m["text"].startswith(":rotating_light:")]) == 1
@@ -117,6 +119,7 @@ def test_two_workers_at_once_never_double_shift(make_services, rollout_aws, slac
             t.join(60)
         assert not errors
         rollout_controller.tick(worker_a, now + timedelta(seconds=30))  # finishes whatever a loser left owed
+        deliver_all(worker_a)
         r = rollouts.load(worker_a, rollout_id)
         assert r.step_index == step and r.pending is None
         assert weights()["v42"] == {1: 0.25, 2: 0.5}[step]
@@ -173,6 +176,7 @@ def test_sagemaker_refusing_a_shift_is_said_once_and_retried_until_done(services
     sagemaker_proxy.fail_next("UpdateEndpointWeightsAndCapacities", message=refusal, count=2)
     for minute in (30, 31):
         stats = rollout_controller.tick(services, t0 + timedelta(minutes=minute))
+        deliver_all(services)
         assert any("Cannot update in-progress endpoint" in p for p in stats.problems)
     assert weights() == {"v41": 0.9, "v42": 0.1}
     r = rollouts.load(services, rollout_id)
@@ -183,6 +187,7 @@ def test_sagemaker_refusing_a_shift_is_said_once_and_retried_until_done(services
     assert step_messages(slack, parent, "Step 2 of 3") == []  # not announced before it happened
 
     rollout_controller.tick(services, t0 + timedelta(minutes=32))
+    deliver_all(services)
     assert weights() == {"v41": 0.75, "v42": 0.25}
     assert rollouts.load(services, rollout_id).pending is None
     assert len(step_messages(slack, parent, "Step 2 of 3")) == 1

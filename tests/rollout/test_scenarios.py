@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bot.rollouts import service as rollouts
 from jobs import rollout_controller
-from tests.rollout.conftest import Traffic, put_traffic, run_ticks, texts, weights
+from tests.rollout.conftest import Traffic, deliver_all, put_traffic, run_ticks, texts, weights
 
 
 def deploy(services, slack, t0, run_id="manual__1"):
@@ -106,6 +106,7 @@ def test_low_traffic_waits_and_never_rolls_back(services, slack, churn_endpoint,
         put_traffic("churn-prod", "v42", now, 3, 1 if tick == 0 else 0)
         now += timedelta(minutes=10)
         rollout_controller.tick(services, now)
+        deliver_all(services)
         r = rollouts.load(services, rollout_id)
         assert r.state == "progressing" and r.step_index == 0, tick
     assert weights() == {"v41": 0.9, "v42": 0.1}
@@ -117,6 +118,7 @@ def test_low_traffic_waits_and_never_rolls_back(services, slack, churn_endpoint,
         put_traffic("churn-prod", "v42", now, 3, 0)
         now += timedelta(minutes=10)
         rollout_controller.tick(services, now)
+        deliver_all(services)
     r = rollouts.load(services, rollout_id)
     assert r.state == "paused" and weights() == {"v41": 0.9, "v42": 0.1}
     assert pages(slack) == []

@@ -11,9 +11,10 @@ from sqlalchemy import update
 from bot.registry import RolloutSettings
 from bot.rollouts import executor
 from bot.rollouts import service as rollouts
-from bot.rollouts.plans import plan_rollback, view
+from bot.rollouts.plans import plan_abort, plan_rollback, view
 from bot.rollouts.tables import Rollout
 from handlers.events.mention import thread_model
+from jobs import rollout_controller
 from tests.endpoints import create_endpoint
 from tests.rollout.conftest import weights
 from tests.rollout.test_scenarios import churn, deploy
@@ -34,13 +35,20 @@ def test_deploy_starts_once_per_run(services, slack, churn_endpoint, t0, sagemak
     assert thread_model(services, "C0CHURN", parent) == "churn"  # @modelbot in the run's thread acts on churn
 
 
-def test_a_new_deploy_replaces_an_unfinished_rollout(services, slack, churn_endpoint, t0):
-    old, old_parent = deploy(services, slack, t0, run_id="manual__1")
+def test_a_new_deploy_replaces_a_rollout_that_has_not_begun(services, slack, churn_endpoint, t0, sagemaker_proxy):
+    """A rollout recorded but not begun (it moved no traffic) is replaced by a deploy; its abort changes no
+    weights. (A deploy during a rollout in progress waits instead: tests/rollout/test_traffic_ownership.py.)"""
+    old = rollouts._new_rollout(services, churn(services), source="slack", endpoint="churn-prod", stable="v41",
+                                candidate="v42", run_key=None, started_by="U0ALICE", channel=None, thread_ts=None,
+                                previous_config="churn-prod-config-1", now=t0)
     new, new_parent = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
-    assert rollouts.load(services, old).state == "aborted"
+    aborted = rollouts.load(services, old)
+    assert aborted.state == "aborted" and "replaced by the candidate `v42` of Airflow run `manual__2`" in \
+        aborted.ended_reason
     assert rollouts.load(services, new).state == "progressing"
-    [aborted] = [m for m in slack.thread("C0CHURN", old_parent) if "aborted" in m["text"]]
-    assert "replaced by the candidate `v42` of Airflow run `manual__2`" in aborted["text"]
+    calls = [{w["VariantName"]: w["DesiredWeight"] for w in c["DesiredWeightsAndCapacities"]}
+             for c in sagemaker_proxy.weight_calls]
+    assert calls == [{"v41": 0.9, "v42": 0.1}]  # the new rollout's first step only
 
 
 def test_promote_from_slack_detects_variants_and_opens_its_own_thread(services, slack, churn_endpoint, t0):
@@ -86,13 +94,20 @@ def test_promote_with_variant_picks_the_named_candidate(services, slack, rollout
     assert weights() == {"v41": 0.9, "v42": 0.0, "v43": 0.1}
 
 
-def test_a_new_deploy_takes_the_aborted_candidate_to_zero_before_its_first_step(services, slack, churn_endpoint, t0,
-                                                                                  sagemaker_proxy):
+def test_a_new_rollout_waits_for_an_aborted_candidate_to_go_to_zero(services, slack, churn_endpoint, t0,
+                                                                     sagemaker_proxy):
     old, _ = deploy(services, slack, t0, run_id="manual__1")
     assert weights() == {"v41": 0.9, "v42": 0.1}
+    # The rollout is aborted (its endpoint was changed under it, say) while SageMaker refuses the change.
+    sagemaker_proxy.fail_next("UpdateEndpointWeightsAndCapacities", message="Cannot update in-progress endpoint")
+    executor.transition(services, old, lambda r: plan_abort(r, t0 + timedelta(minutes=4), reason="test"))
+    assert rollouts.load(services, old).pending is not None  # the abort's weights are owed
     new, _ = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
+    assert rollouts.load(services, new).state == "pending"  # it waits for the abort's weights
+
+    rollout_controller.tick(services, t0 + timedelta(minutes=6))
     assert rollouts.load(services, old).state == "aborted" and rollouts.load(services, old).pending is None
-    # The abort's weights (v42 to 0) were set, then the new rollout's first step: two weight changes, in order.
+    # The abort's weights (v42 to 0) were set, then the new rollout's first step: in that order.
     calls = [c for c in sagemaker_proxy.weight_calls]
     assert [dict((v["VariantName"], v["DesiredWeight"]) for v in c["DesiredWeightsAndCapacities"])
             for c in calls[-2:]] == [{"v41": 1.0, "v42": 0.0}, {"v41": 0.9, "v42": 0.1}]
@@ -102,6 +117,7 @@ def test_a_new_deploy_takes_the_aborted_candidate_to_zero_before_its_first_step(
 def test_an_intent_superseded_by_a_newer_rollout_is_dropped_not_carried_out(services, slack, churn_endpoint, t0):
     """A stuck rollback of an old rollout must not force old weights against the model's newer rollout."""
     old, _ = deploy(services, slack, t0, run_id="manual__1")
+    executor.transition(services, old, lambda r: plan_abort(r, t0 + timedelta(minutes=4), reason="test"))
     new, _ = deploy(services, slack, t0 + timedelta(minutes=5), run_id="manual__2")
     assert weights() == {"v41": 0.9, "v42": 0.1}
     stale = plan_rollback(view(rollouts.load(services, old), state="progressing", active_model="churn"), SETTINGS, t0 + timedelta(minutes=6), automatic=True,
