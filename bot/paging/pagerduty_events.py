@@ -10,16 +10,12 @@ until it is, however long PagerDuty refuses or is unreachable.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import time
-import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 
 from bot.integrations.pagerduty import PagerDuty, PagerDutyError
-from bot.paging import messages
+from bot.paging import claims, messages
 from bot.paging.tables import Page, pagerduty_owed_clause
 from bot.store.foundation import database_now
 
@@ -50,15 +46,10 @@ def owed(services, *, now: datetime | None = None, limit: int = 100) -> list[int
 def deliver(services, page_id: int, *, wait: float = 0.0) -> bool:
     """Sends the PagerDuty events the page owes, in order. True when none is owed afterwards; False when one
     failed (recorded on the page, retried after the back-off) or another process is sending them."""
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + wait
-    while not _claim(services, page_id, holder):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    try:
+    def send_owed() -> bool:
         for _ in range(3):  # an acknowledge or resolve that came while an event was on its way
-            page = _get(services, page_id)
+            with services.store.session() as s:
+                page = s.get(Page, page_id)
             events = page.pagerduty_owed() if page is not None else []
             if not events:
                 _settled(services, page_id)
@@ -73,24 +64,9 @@ def deliver(services, page_id: int, *, wait: float = 0.0) -> bool:
                 _failed(services, page_id, str(exc))
                 return False
         return False
-    finally:
-        with services.store.session() as s:
-            s.execute(update(Page).where(Page.id == page_id, Page.pd_claim_holder == holder)
-                      .values(pd_claim_holder=None, pd_claim_until=None))
 
-
-def _get(services, page_id: int) -> Page | None:
-    with services.store.session() as s:
-        return s.get(Page, page_id)
-
-
-def _claim(services, page_id: int, holder: str) -> bool:
-    with services.store.session() as s:
-        now = database_now(s)
-        return s.execute(
-            update(Page).where(Page.id == page_id, or_(Page.pd_claim_until.is_(None), Page.pd_claim_until < now))
-            .values(pd_claim_holder=holder, pd_claim_until=now + timedelta(seconds=CLAIM_SECONDS))
-        ).rowcount == 1
+    return bool(claims.holding(services, page_id, claims.PAGERDUTY, seconds=CLAIM_SECONDS, wait=wait,
+                               work=send_owed))
 
 
 def _client(services, page: Page) -> PagerDuty | None:

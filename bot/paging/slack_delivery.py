@@ -18,18 +18,14 @@ that keeps failing never holds back another.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import time
-import uuid
 from datetime import timedelta
 from typing import Callable
 
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from bot.errors import ExternalError
-from bot.paging import messages
+from bot.paging import claims, messages
 from bot.paging.messages import PLACE_NAMES
 from bot.paging.tables import ALERT_CHANNEL, ALERT_PLACES, MODEL_CHANNEL, OPEN, ROLLOUT_THREAD, Page
 from bot.slack.client import TRANSIENT, classify, error_code
@@ -68,38 +64,20 @@ def deliver(services, page_id: int, *, wait: float = 0.0) -> bool:
     the page_escalation job retries it. Returns False at once (after `wait`) when another process holds the
     page: that process sends what is owed, including changes made while it works.
     """
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + wait
-    while not _claim(services, page_id, holder):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    try:
+    def passes() -> bool:
         # Another pass when someone changed the page while we delivered (a click during the post).
         for _ in range(3):
             settled, failed = _deliver_pass(services, page_id)
             if settled or failed:
                 return settled
         return False
-    finally:
-        with services.store.session() as s:
-            s.execute(update(Page).where(Page.id == page_id, Page.claim_holder == holder)
-                      .values(claim_holder=None, claim_until=None))
+
+    return bool(claims.holding(services, page_id, claims.SLACK, seconds=CLAIM_SECONDS, wait=wait, work=passes))
 
 
 def get_page(services, page_id: int) -> Page | None:
     with services.store.session() as s:
         return s.get(Page, page_id)
-
-
-def _claim(services, page_id: int, holder: str) -> bool:
-    with services.store.session() as s:
-        now = database_now(s)
-        return s.execute(
-            update(Page)
-            .where(Page.id == page_id, or_(Page.claim_until.is_(None), Page.claim_until < now))
-            .values(claim_holder=holder, claim_until=now + timedelta(seconds=CLAIM_SECONDS))
-        ).rowcount == 1
 
 
 def _deliver_pass(services, page_id: int) -> tuple[bool, bool]:
