@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot import audit
 from bot.integrations import sagemaker
+from bot.integrations.autoscaling import AutoScalingError
 from bot.paging import service as pager
 from bot.registry import RolloutSettings
 from bot.rollouts import messages as text
@@ -40,6 +41,7 @@ from bot.rollouts.plans import (
 )
 from bot.rollouts.states import RolloutState
 from bot.rollouts.tables import Rollout, RolloutEvent
+from bot.scaling import capacity
 from bot.slack import outbox
 from bot.slack.outbox import crash_point
 from bot.store.base import utcnow
@@ -221,11 +223,16 @@ def _aws_part(services, r: Rollout, intent: Intent) -> dict[str, str]:
     """Brings the endpoint where the intent wants it. Returns what the message should say beyond the plan:
     {"restored": config} when a config was restored, {"note": text} when something was left undone."""
     if intent.restore:
-        return _restore(services.sagemaker, r, intent.restore_config)
+        return _restore(services, r, intent.restore_config)
     if intent.weights and r.target_weights:
+        # A larger share for the candidate waits (stays owed) until it has the instances for it; a rollback,
+        # which only takes traffic away from it, never comes through here.
+        capacity.before_traffic(services, kind=intent.kind, model_name=r.model, endpoint=r.endpoint,
+                                region=r.region, stable=r.stable_variant, candidate=r.candidate_variant,
+                                weights=r.target_weights)
         _converge_weights(services, r)
     if intent.retire:
-        return _retire(services.sagemaker, r, intent.retire)
+        return _retire(services, r, intent.retire)
     return {}
 
 
@@ -241,10 +248,12 @@ def _converge_weights(services, r: Rollout) -> None:
         target = latest.target_weights
 
 
-def _retire(sm: sagemaker.SageMaker, r: Rollout, retire: Retire) -> dict[str, str]:
+def _retire(services, r: Rollout, retire: Retire) -> dict[str, str]:
     """After baking: the endpoint moves to a config serving only the candidate (the old variant's instances
-    go away), and the candidate of a deploy waiting for this rollout at 0. Best effort: if it fails, the old
-    variant simply stays at 0%, which is safe; the thread says so."""
+    go away), and the candidate of a deploy waiting for this rollout at 0. The variants it drops stop being
+    scalable targets first (UpdateEndpoint refuses otherwise). Best effort: if it fails, the old variant simply
+    stays at 0%, which is safe; the thread says so."""
+    sm = services.sagemaker
     waiting = (r.next_deploy or {}).get("candidate_variant")
     try:
         state = sm.describe_endpoint(r.endpoint, r.region)
@@ -252,14 +261,17 @@ def _retire(sm: sagemaker.SageMaker, r: Rollout, retire: Retire) -> dict[str, st
             return {}  # already retired
         sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region,
                                         idle=(waiting,) if waiting else ())
+        capacity.clear_for_config(services, r.model, state, r.region, retire.config)
         sm.update_endpoint_config(r.endpoint, retire.config, r.region)
-    except sagemaker.SageMakerError as exc:
+    except (sagemaker.SageMakerError, AutoScalingError) as exc:
         return {"note": f":warning: `{r.stable_variant}` was not retired and stays on the endpoint at 0%: {exc}"}
     return {}
 
 
-def _restore(sm: sagemaker.SageMaker, r: Rollout, config: str | None) -> dict[str, str]:
-    """Rolling back a finished rollout: both variants still there -> weights; otherwise the recorded config."""
+def _restore(services, r: Rollout, config: str | None) -> dict[str, str]:
+    """Rolling back a finished rollout: both variants still there -> weights; otherwise the recorded config
+    (variants it drops stop being scalable targets first; if that fails, UpdateEndpoint says why)."""
+    sm = services.sagemaker
     state = sm.describe_endpoint(r.endpoint, r.region)
     if state.variant(r.stable_variant) and state.variant(r.candidate_variant):
         sm.set_weights(r.endpoint, r.region, {r.stable_variant: 1.0, r.candidate_variant: 0.0})
@@ -269,6 +281,10 @@ def _restore(sm: sagemaker.SageMaker, r: Rollout, config: str | None) -> dict[st
             f"SageMaker endpoint `{r.endpoint}` no longer has `{r.stable_variant}` and no earlier endpoint config "
             "was recorded; nothing was changed."
         )
+    try:
+        capacity.clear_for_config(services, r.model, state, r.region, config)
+    except AutoScalingError as exc:
+        log.warning("rollout %s: %s", r.id, exc)
     sm.update_endpoint_config(r.endpoint, config, r.region)
     return {"restored": config}
 
