@@ -117,43 +117,33 @@ class S3:
     # ------------------------------------------------------------------------------------------------------
     # Listing and streaming (the quality monitor)
 
-    def list_keys(self, bucket: str, prefix: str, region: str, *, start_after: str = "") -> Iterator[Listed]:
-        """Objects under `prefix` in key order, after `start_after`, a page at a time. Raises S3ReadError."""
+    def _pages(self, region: str, what: str, **kwargs) -> Iterator[dict]:
+        """ListObjectsV2 a page at a time (kwargs: its parameters); raises S3ReadError naming `what`."""
         s3 = self._clients.client("s3", region)
-        token = None
-        where = f"s3://{bucket}/{prefix}"
         while True:
-            kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE}
-            if token:
-                kwargs["ContinuationToken"] = token
-            elif start_after:
-                kwargs["StartAfter"] = start_after
             try:
-                page = s3.list_objects_v2(**kwargs)
+                page = s3.list_objects_v2(MaxKeys=LIST_PAGE, **kwargs)
             except (ClientError, BotoCoreError) as exc:
-                raise _s3_failure(exc, f"list {where}") from exc
-            for item in page.get("Contents") or []:
-                yield Listed(item["Key"], int(item.get("Size") or 0), str(item.get("ETag") or "").strip('"'))
+                raise _s3_failure(exc, what) from exc
+            yield page
             if not page.get("IsTruncated"):
                 return
-            token = page.get("NextContinuationToken")
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = page.get("NextContinuationToken")
+
+    def list_keys(self, bucket: str, prefix: str, region: str, *, start_after: str = "") -> Iterator[Listed]:
+        """Objects under `prefix` in key order, after `start_after`, a page at a time. Raises S3ReadError."""
+        after = {"StartAfter": start_after} if start_after else {}
+        for page in self._pages(region, f"list s3://{bucket}/{prefix}", Bucket=bucket, Prefix=prefix, **after):
+            for item in page.get("Contents") or []:
+                yield Listed(item["Key"], int(item.get("Size") or 0), str(item.get("ETag") or "").strip('"'))
 
     def list_folders(self, bucket: str, prefix: str, region: str) -> list[str]:
         """The names of the "folders" directly under `prefix` (common prefixes at the next "/")."""
-        s3 = self._clients.client("s3", region)
-        names, token = [], None
-        while True:
-            kwargs = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": LIST_PAGE}
-            if token:
-                kwargs["ContinuationToken"] = token
-            try:
-                page = s3.list_objects_v2(**kwargs)
-            except (ClientError, BotoCoreError) as exc:
-                raise _s3_failure(exc, f"list the folders of s3://{bucket}/{prefix}") from exc
-            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes") or []]
-            if not page.get("IsTruncated"):
-                return names
-            token = page.get("NextContinuationToken")
+        return [p["Prefix"][len(prefix):].rstrip("/")
+                for page in self._pages(region, f"list the folders of s3://{bucket}/{prefix}", Bucket=bucket,
+                                        Prefix=prefix, Delimiter="/")
+                for p in page.get("CommonPrefixes") or []]
 
     def stream_lines(self, bucket: str, key: str, region: str, *, offset: int = 0) -> Iterator[tuple[bytes | None, int]]:
         """(line without its newline, the byte offset just after it) for each line from `offset` on, read in

@@ -194,15 +194,21 @@ def predictions_of(output: dict) -> list[float]:
     return [_prediction(v) for v in data]
 
 
-def parse_capture(line: bytes | str, fallback_day: date) -> tuple[str, date, list[float]]:
-    """(the join id, the prediction's day, one number per instance) of one data capture line."""
+def _record(line: bytes | str, part: str, kind: str, what: str) -> tuple[dict, dict]:
+    """(the JSON Lines record, its `part` object), or Unreadable(kind) saying the line is not `what`."""
     try:
         record = json.loads(line)
     except ValueError:
-        raise Unreadable(CAPTURE_MALFORMED, "not JSON (cut off, or not JSON Lines)") from None
-    capture = record.get("captureData") if isinstance(record, dict) else None
-    if not isinstance(capture, dict):
-        raise Unreadable(CAPTURE_MALFORMED, "no captureData: not a SageMaker data capture record")
+        raise Unreadable(kind, "not JSON (cut off, or not JSON Lines)") from None
+    found = record.get(part) if isinstance(record, dict) else None
+    if not isinstance(found, dict):
+        raise Unreadable(kind, f"no {part}: not {what}")
+    return record, found
+
+
+def parse_capture(line: bytes | str, fallback_day: date) -> tuple[str, date, list[float]]:
+    """(the join id, the prediction's day, one number per instance) of one data capture line."""
+    record, capture = _record(line, "captureData", CAPTURE_MALFORMED, "a SageMaker data capture record")
     meta = record.get("eventMetadata")
     if not isinstance(meta, dict):
         raise Unreadable(CAPTURE_MALFORMED, "no eventMetadata")
@@ -248,13 +254,7 @@ def labels_of(truth: dict) -> list[float]:
 
 def parse_label(line: bytes | str) -> tuple[str, list[float]]:
     """(the join id, one label per instance) of one ground-truth line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        raise Unreadable(LABEL_MALFORMED, "not JSON (cut off, or not JSON Lines)") from None
-    truth = record.get("groundTruthData") if isinstance(record, dict) else None
-    if not isinstance(truth, dict):
-        raise Unreadable(LABEL_MALFORMED, "no groundTruthData: not a Model Monitor ground-truth record")
+    record, truth = _record(line, "groundTruthData", LABEL_MALFORMED, "a Model Monitor ground-truth record")
     meta = record.get("eventMetadata")
     record_id = meta.get("eventId") if isinstance(meta, dict) else None
     if not isinstance(record_id, str) or not record_id:

@@ -244,10 +244,6 @@ def render_report(report: "Report") -> tuple[str, list[dict]]:
     return text, blocks
 
 
-def chart_note(where: str) -> str:
-    return f":bar_chart: The chart is in {where}."
-
-
 def decayed_words(variant: str, metric: str, value: float | None, reference: float | None) -> str:
     """For the status board's line of a model with a decay open."""
     return (f"quality decayed: {code(variant)} {escape(metric)} {number(value)} vs reference {number(reference)}")

@@ -4,19 +4,13 @@ ephemeral reply cannot carry a file)."""
 
 from __future__ import annotations
 
-import logging
-
-from slack_sdk.errors import SlackApiError, SlackClientError
-
 from bot.quality import chart_data
 from bot.quality import messages as text
 from bot.quality import service as quality
-from bot.slack.charts import ChartPostError, post_rendered
 from bot.slack.command_line import UsageError
 from bot.slack.text import escape
+from handlers.commands import chart_reply
 from handlers.commands.spec import Ack, Invocation, Subcommand
-
-log = logging.getLogger(__name__)
 
 
 def _days(inv: Invocation) -> int:
@@ -48,36 +42,14 @@ def quick_quality(inv: Invocation) -> Ack:
                follow_up=True)
 
 
-def _destination(inv: Invocation) -> tuple[str, str | None, str]:
-    if inv.thread_ts:
-        return inv.channel_id, inv.thread_ts, "this thread"
-    channel = inv.services.slack.conversations_open(users=inv.user_id)["channel"]["id"]
-    return channel, None, "a direct message to you"
-
-
-def _post_chart(inv: Invocation, days: int) -> str:
-    """Posts the chart; returns the line that says where it is, or why it is not there (never raises)."""
-    try:
-        chart = chart_data.chart(inv.services, inv.model.name, inv.model, days=days)
-        channel, thread_ts, where = _destination(inv)
-        post_rendered(inv.services.slack, channel, thread_ts, chart)
-        return text.chart_note(where)
-    except ChartPostError as exc:
-        return f":warning: {escape(str(exc))}"
-    except (SlackApiError, SlackClientError) as exc:
-        return f":warning: chart not posted: Slack did not open a direct message with you ({escape(str(exc)[:120])})"
-    except Exception as exc:
-        log.exception("quality chart of %s failed", inv.model.name)
-        return f":warning: chart not available: it could not be drawn ({type(exc).__name__}; logged)"
-
-
 def run_quality(inv: Invocation) -> None:
     """After the ack (and for mentions): the chart, then the numbers again with where the chart is."""
     days = _days(inv)
     if inv.model.quality is None:
         inv.reply(**_not_measured(inv))
         return
-    note = _post_chart(inv, days)
+    note = chart_reply.post_chart(inv, lambda: chart_data.chart(inv.services, inv.model.name, inv.model, days=days),
+                                  f"quality of {inv.model.name}")
     body, blocks = text.render_report(quality.report(inv.services, inv.model, days))
     inv.reply(text=f"{body}\n{note}", blocks=blocks + [_context(note)])
 
