@@ -248,16 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         log.info("worker metrics on %s:%s/metrics", settings.MODELBOT_BIND, metrics_port)
     threads = [threading.Thread(target=job_loop, args=(services, leases, job, stop), name=job.name, daemon=True)
                for job in jobs]
+    # The controller and PagerDuty's delivery start at once: a worker restarted after a crash must not spend
+    # its first seconds on fonts while a rollout waits to be judged or a rollback's page waits to reach
+    # PagerDuty (neither draws; charts use matplotlib's object API, safe beside the warm-up).
+    first = {CONTROLLER, "pagerduty_delivery"}
     threads.sort(key=lambda t: t.name != CONTROLLER)
     _warm_aws_clients(services.for_controller)
-    # The controller starts at once: a worker restarted after a crash must not spend its first seconds on
-    # fonts while a rollout waits to be judged (charts use matplotlib's object API, safe beside the warm-up).
-    threads[0].start()
+    for t in threads:
+        if t.name in first:
+            t.start()
     # Before the other jobs' first pass, so the first chart of a run is not also the one that loads the fonts.
     # Not for --once: a single pass pays the same cost whether it warms first or draws first.
     _warm_charts()
-    for t in threads[1:]:
-        t.start()
+    for t in threads:
+        if t.name not in first:
+            t.start()
     log.info("worker %s running %d jobs, each on its own thread; rollout tick %ss, others every %ss, "
              "leases of %ss", holder, len(jobs), tick, interval, lease_ttl)
     stop.wait()
