@@ -32,7 +32,7 @@ from tests.harness import BOT_TOKEN, SIGNING_SECRET, app_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
-TICK = 2.0
+TICK = 3.0  # seconds; a machine shared with other test runs still ticks on time
 ROUTING_KEY = "R0UTINGKEY0123456789abcdef012345"
 
 
@@ -98,7 +98,9 @@ def test_pagerduty_has_the_page_within_two_ticks_while_slack_stalls(tmp_path, mo
         [trigger] = pagerduty.events
         assert trigger["event_action"] == "trigger" and trigger["dedup_key"] == f"modelbot-rollout-{rollout_id}"
         assert took <= 2 * TICK, f"PagerDuty had the page {took:.1f}s after the rollback, more than two ticks"
-        assert hanging_slack.held > 0, "the worker was meant to be waiting on Slack"
+        # The worker's other jobs are stuck on Slack meanwhile, and nothing has reached it.
+        wait_until(lambda: hanging_slack.held > 0, timeout=120, interval=0.1,
+                   message=f"the worker calling the stalled Slack\n{worker.log()[-3000:]}")
         assert slack.messages("C0ALERTS") == [] and len(slack.thread("C0CHURN", parent)) == said
 
         # Slack answers again: the page's alert, the 50% step and the rollback message go out, once each.
