@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import func, select, update
 
+from bot import audit
 from bot.chart_loading import load as load_chart_module
 from bot.errors import ExternalError
 from bot.quality import chart_data
@@ -118,6 +119,10 @@ def _auto_retrain(services, model: Model, episode_id: int) -> None:
             values = dict(retrain_error=f"{type(exc).__name__}: {exc}")
     with services.store.session() as s:
         s.execute(update(QualityEpisode).where(QualityEpisode.id == episode_id).values(**values))
+    if values.get("retrain_error") != "already running":
+        audit.record(services.store, user_id=AUTO, action="retrain", model=model.name,
+                     outcome="failed" if values.get("retrain_error") else "ok", reason=values.get("retrain_error"),
+                     via="quality decay", episode=episode_id, run_id=values.get("retrain_run_id"))
 
 
 def _retrain_line(ep: QualityEpisode) -> str | None:

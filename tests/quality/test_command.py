@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from bot.config import ConfigError
 
 from bot.quality import measure
 from bot.quality.tables import QualityEpisode
@@ -60,3 +63,15 @@ def test_status_marks_a_model_whose_quality_decayed(services):
     churn = next(line for line in board.lines if line.name == "churn")
     assert churn.category == "attention" and "*quality decayed* (`/model quality churn`)" in churn.text
     assert board.counts["attention"] == 1
+
+
+def test_the_worker_job_measures_what_is_due(aws, services, monkeypatch):
+    from jobs import quality_monitor
+
+    monkeypatch.setenv(quality_monitor.INTERVAL_ENV, "3600")
+    first = quality_monitor.run_once(services)
+    assert first.startswith("churn: 0 files, 0 lines read")
+    assert quality_monitor.run_once(services) == "1 models measured within the last 3600 s"
+    monkeypatch.setenv(quality_monitor.INTERVAL_ENV, "soon")
+    with pytest.raises(ConfigError, match="MODELBOT_QUALITY_INTERVAL_SECONDS='soon' is not a number of seconds"):
+        quality_monitor.run_once(services)

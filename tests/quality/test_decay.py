@@ -116,6 +116,8 @@ def test_retrain_on_decay_starts_the_retraining_and_says_so(world_for, slack, ai
     [message] = [m for m in channel_posts(slack) if "has decayed" in m["text"]]
     assert f"`retrain_on_decay` is on, so retraining started: run `{run_id}`" in message["text"]
     assert not [b for b in message["blocks"] if b["type"] == "actions"], "no button: the retraining is running"
+    [entry] = [e for e in audit.recent(w.services.store, "churn") if e.action == "retrain"]
+    assert (entry.user_id, entry.outcome, entry.detail["run_id"]) == ("retrain_on_decay", "ok", run_id)
 
 
 def test_the_retrain_button_is_for_owners_checked_on_the_click_and_starts_one_run(world_for, slack, airflow):
