@@ -1,4 +1,5 @@
-"""Settings from the environment (and a .env file), per the configuration contract in DESIGN.md."""
+"""Settings from the environment (and a .env file), as docs/reference/environment.md describes them (generated from
+this class)."""
 
 from __future__ import annotations
 
@@ -21,41 +22,60 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
 
     # Secrets are SecretStr: a repr, a log line or a traceback of the settings shows '**********'.
-    SLACK_BOT_TOKEN: SecretStr | None = None
-    SLACK_SIGNING_SECRET: SecretStr | None = None
-    SLACK_APP_TOKEN: SecretStr | None = None
-    SLACK_API_URL: str = "https://slack.com/api/"
-    PORT: int = Field(default=3000, ge=1, le=65535)
-    DATABASE_URL: str = "sqlite:///modelbot.db"
-    MODELS_FILE: str = "models.toml"
-    AIRFLOW_URL: str | None = None
-    AIRFLOW_USERNAME: str | None = None
-    AIRFLOW_PASSWORD: SecretStr | None = None
-    AIRFLOW_TOKEN: SecretStr | None = None
-    AWS_REGION: str | None = None
-    AWS_ENDPOINT_URL: str | None = None
-    PAGERDUTY_ROUTING_KEY: SecretStr | None = None
-    PAGERDUTY_EVENTS_URL: str = "https://events.pagerduty.com/v2/enqueue"
-    MODELBOT_JOB_INTERVAL_SECONDS: float = Field(default=30, gt=0)
+    SLACK_BOT_TOKEN: SecretStr | None = Field(default=None, description=(
+        "the bot token (xoxb-...), from OAuth & Permissions; without it `make run` starts the sandbox"))
+    SLACK_SIGNING_SECRET: SecretStr | None = Field(default=None, description=(
+        "Basic Information > Signing Secret: verifies Slack's requests; required in HTTP mode"))
+    SLACK_APP_TOKEN: SecretStr | None = Field(default=None, description=(
+        "app-level token (xapp-..., scope connections:write): when set, Socket Mode instead of HTTP"))
+    SLACK_API_URL: str = Field(default="https://slack.com/api/", description="Slack Web API base URL")
+    PORT: int = Field(default=3000, ge=1, le=65535, description=(
+        "the web process's HTTP port: POST /slack/events, GET /healthz, GET /metrics"))
+    DATABASE_URL: str = Field(default="sqlite:///modelbot.db", description=(
+        "SQLAlchemy URL; postgresql://... uses psycopg 3; PostgreSQL for more than one host"))
+    MODELS_FILE: str = Field(default="models.toml", description="the models file (the model registry)")
+    AIRFLOW_URL: str | None = Field(default=None, description=(
+        "Airflow base URL without /api/v2 (user:password@ in it is the login); unset: Airflow features answer "
+        "\"not configured\""))
+    AIRFLOW_USERNAME: str | None = Field(default=None, description=(
+        "Airflow user: modelbot gets a token with POST /auth/token and logs in again on a 401"))
+    AIRFLOW_PASSWORD: SecretStr | None = Field(default=None, description="the Airflow user's password")
+    AIRFLOW_TOKEN: SecretStr | None = Field(default=None, description=(
+        "a fixed Airflow token instead of a user and password"))
+    AWS_REGION: str | None = Field(default=None, description=(
+        "boto3's region (models use [defaults] region or their own); other AWS_* settings are boto3's own"))
+    AWS_ENDPOINT_URL: str | None = Field(default=None, description=(
+        "boto3's endpoint for every AWS service (tests point it at moto)"))
+    PAGERDUTY_ROUTING_KEY: SecretStr | None = Field(default=None, description=(
+        "Events API v2 integration key: rollbacks also open PagerDuty incidents; unset: Slack only"))
+    PAGERDUTY_EVENTS_URL: str = Field(default="https://events.pagerduty.com/v2/enqueue", description=(
+        "PagerDuty Events API v2 endpoint"))
+    MODELBOT_JOB_INTERVAL_SECONDS: float = Field(default=30, gt=0, description="the worker's period for every job")
     # Extensions (not in the contract table, all optional).
     # One worker by default: /metrics counts per process, and post-ack work already runs in other processes.
-    MODELBOT_WEB_WORKERS: int = Field(default=1, ge=1)
-    MODELBOT_WEB_THREADS: int = Field(default=16, ge=1)
-    # Processes that run commands' post-ack work (0: threads in the web process).
-    MODELBOT_COMMAND_PROCESSES: int = Field(default=2, ge=0)
-    MODELBOT_PAGE_ESCALATION_MINUTES: float = Field(default=15, gt=0)
+    MODELBOT_WEB_WORKERS: int = Field(default=1, ge=1, description=(
+        "gunicorn worker processes of the web process (with more than one, /metrics shows the answering one's counts)"))
+    MODELBOT_WEB_THREADS: int = Field(default=16, ge=1, description="threads in each web worker process")
+    MODELBOT_COMMAND_PROCESSES: int = Field(default=2, ge=0, description=(
+        "processes that run a command's work after the ack (0: threads in the web process)"))
+    MODELBOT_PAGE_ESCALATION_MINUTES: float = Field(default=15, gt=0, description=(
+        "an unacknowledged page escalates after this long"))
     # The interface the HTTP port listens on (127.0.0.1 keeps /healthz and /metrics off the network).
-    MODELBOT_BIND: str = "0.0.0.0"
-    # Threads that run button clicks' and mentions' work after the ack, and how many may wait for one.
-    MODELBOT_LISTENER_THREADS: int = Field(default=4, ge=1)
-    MODELBOT_LISTENER_QUEUE: int = Field(default=32, ge=0)
-    AIRFLOW_UI_URL: str | None = None
+    MODELBOT_BIND: str = Field(default="0.0.0.0", description=(
+        "the interface the web port and the worker's metrics port listen on"))
+    MODELBOT_LISTENER_THREADS: int = Field(default=4, ge=1, description=(
+        "threads that run button clicks' and mentions' work after the ack"))
+    MODELBOT_LISTENER_QUEUE: int = Field(default=32, ge=0, description=(
+        "clicks and mentions that may wait for a thread; more: \"busy, try again in a minute\""))
+    AIRFLOW_UI_URL: str | None = Field(default=None, description=(
+        "base of the run links in threads, when people reach Airflow at another address; unset: AIRFLOW_URL"))
     # A request body larger than this is refused with 413 before it is read (Bolt reads a body whole, before it
     # checks the signature).
-    MODELBOT_MAX_BODY_BYTES: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
-    # Handled Slack deliveries, delivered outbox rows and finished rollouts' evidence are kept this long (jobs/
-    # retention.py); 0 keeps them for ever.
-    MODELBOT_RETENTION_DAYS: float = Field(default=90, ge=0)
+    MODELBOT_MAX_BODY_BYTES: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, description=(
+        "a larger request body is refused with 413, unread"))
+    MODELBOT_RETENTION_DAYS: float = Field(default=90, ge=0, description=(
+        "handled Slack deliveries, delivered outbox rows and finished rollouts' events are kept this long; 0: for "
+        "ever"))
 
     @field_validator("SLACK_API_URL")
     @classmethod

@@ -1,4 +1,4 @@
-"""The model registry: models.toml per the contract in DESIGN.md.
+"""The model registry: models.toml, as docs/reference/models-file.md describes it (generated from this module).
 
 Loading is strict on purpose: a typo in a file that decides who may roll back production should stop the
 app at start with the file, the model and the field named, not surface at 3 a.m.
@@ -45,15 +45,21 @@ OncallId = Annotated[str, _matches(SLACK_ONCALL, "a Slack user group (S...) or u
 
 
 class RolloutSettings(_Strict):
-    steps: tuple[float, ...] = (10, 25, 50, 100)
-    min_requests: int = Field(default=500, ge=1)
-    margin: float = Field(default=0.002, gt=0, lt=1)
-    alpha: float = Field(default=0.01, gt=0, lt=0.5)
-    max_step_minutes: float = Field(default=120, gt=0)
-    bake_minutes: float = Field(default=60, ge=0)
-    # Relative: 0.2 rolls back a candidate whose mean ModelLatency is shown to be over 20% above stable's.
-    # Unset: latency is not judged.
-    latency_margin: float | None = Field(default=None, gt=0)
+    steps: tuple[float, ...] = Field(default=(10, 25, 50, 100), description=(
+        "the candidate's traffic percent at each step, in order, strictly increasing, ending at 100"))
+    min_requests: int = Field(default=500, ge=1, description="requests each variant needs in a step before it may shift")
+    margin: float = Field(default=0.002, gt=0, lt=1, description=(
+        "largest acceptable absolute increase in the 5XX (and 4XX) error rate: 0.002 is 0.2 percentage points"))
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description=(
+        "bound on false rollbacks (and on shifting a candidate worse by the margin) over the whole rollout, "
+        "however often it is judged"))
+    max_step_minutes: float = Field(default=120, gt=0, description=(
+        "a step still undecided after this long pauses the rollout and asks the owners"))
+    bake_minutes: float = Field(default=60, ge=0, description=(
+        "after 100%, the old variant stays on the endpoint at 0% this long, for an instant rollback"))
+    latency_margin: float | None = Field(default=None, gt=0, description=(
+        "relative: 0.2 rolls back a candidate whose mean ModelLatency is shown to be over 20% above the "
+        "stable variant's; unset: latency is not judged"))
 
     @field_validator("steps")
     @classmethod
@@ -80,17 +86,24 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 class PipelineSettings(_Strict):
     """[models.X.pipeline]: modelbot generates the model's DAG from three functions (dags/modelbot_pipelines.py)."""
 
-    module: Annotated[str, _matches(PYTHON_MODULE, "an importable module name (e.g. 'churn_model')")]
-    label: NonEmpty
-    image: NonEmpty
-    artifacts: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")]
-    schedule: NonEmpty | None = None
-    min_improvement: float = Field(default=0.0, ge=0)
-    instance_type: NonEmpty | None = None
-    execution_role: NonEmpty | None = None  # the SageMaker model's role; default: the stable variant's model's
+    module: Annotated[str, _matches(PYTHON_MODULE, "an importable module name (e.g. 'churn_model')")] = Field(
+        description="the model's module (preprocess, train, predict, the schemas), importable on the Airflow workers")
+    label: NonEmpty = Field(description="the label column of the frames preprocess returns")
+    image: NonEmpty = Field(description="the serving image (built from serving/Dockerfile) the deploy step's SageMaker model runs")
+    artifacts: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")] = Field(description=(
+        "S3 prefix for everything the pipeline writes: <artifacts>/<dag_id>/<run_id>/"))
+    schedule: NonEmpty | None = Field(default=None, description="Airflow schedule (e.g. \"@weekly\"); unset: on demand only")
+    min_improvement: float = Field(default=0.0, ge=0, description=(
+        "the candidate must beat production by at least this much, in the metric's units, to be deployed"))
+    instance_type: NonEmpty | None = Field(default=None, description=(
+        "SageMaker instance type of the candidate's variant; unset: the stable variant's"))
+    execution_role: NonEmpty | None = Field(default=None, description=(
+        "IAM role of the candidate's SageMaker model; unset: the stable variant's model's"))
     # Data capture on the endpoint config the deploy step writes: requests and predictions, for quality.
-    capture_percent: int = Field(default=100, ge=0, le=100)
-    capture_uri: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")] | None = None
+    capture_percent: int = Field(default=100, ge=0, le=100, description=(
+        "percent of requests and predictions SageMaker data capture records; 0 turns capture off"))
+    capture_uri: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")] | None = Field(
+        default=None, description="where data capture writes; unset: <artifacts>/capture")
 
     @property
     def capture_destination(self) -> str:
@@ -101,22 +114,26 @@ class PipelineSettings(_Strict):
 class QualitySettings(_Strict):
     """[models.X.quality]: the model's metric measured in production from captured predictions and labels."""
 
-    labels: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")]
-    window_days: int = Field(default=7, ge=1, le=365)
-    # Worse than the reference by more than this, in the metric's own units, over window_days: decay.
-    tolerance: float = Field(ge=0)
-    min_labels: int = Field(default=200, ge=1)
-    retrain_on_decay: bool = False
+    labels: Annotated[str, _matches(S3_LOCATION, "an S3 location (s3://bucket/prefix)")] = Field(description=(
+        "S3 prefix of the ground-truth labels, in SageMaker Model Monitor's format (yyyy/mm/dd/hh/*.jsonl)"))
+    window_days: int = Field(default=7, ge=1, le=365, description="the metric is judged over this many recent days")
+    tolerance: float = Field(ge=0, description=(
+        "worse than the reference by more than this, in the metric's units, over window_days: decay"))
+    min_labels: int = Field(default=200, ge=1, description="no judgement on fewer labels than this in the window")
+    retrain_on_decay: bool = Field(default=False, description="true: a decay also starts the model's retraining")
 
 
 class ScalingSettings(_Strict):
     """[models.X.scaling]: Application Auto Scaling on the variant that serves the model."""
 
-    min_instances: int = 1
-    max_instances: int = Field(ge=1)
-    target_invocations_per_instance: float
-    scale_in_cooldown_seconds: int | None = Field(default=None, ge=0)
-    scale_out_cooldown_seconds: int | None = Field(default=None, ge=0)
+    min_instances: int = Field(default=1, description="fewest instances of the serving variant (at least 1)")
+    max_instances: int = Field(ge=1, description="most instances of the serving variant (at least min_instances)")
+    target_invocations_per_instance: float = Field(description=(
+        "target-tracking target: invocations per instance per minute (more than 0)"))
+    scale_in_cooldown_seconds: int | None = Field(default=None, ge=0, description=(
+        "seconds after a scale-in before another; unset: Application Auto Scaling's default"))
+    scale_out_cooldown_seconds: int | None = Field(default=None, ge=0, description=(
+        "seconds after a scale-out before another; unset: Application Auto Scaling's default"))
 
     @field_validator("min_instances")
     @classmethod
@@ -141,29 +158,40 @@ class ScalingSettings(_Strict):
 
 
 class Defaults(_Strict):
-    region: str = "us-east-1"
-    alert_channel: ChannelId | None = None
-    oncall: OncallId | None = None
-    admins: tuple[UserId, ...] = ()
+    region: str = Field(default="us-east-1", description="AWS region of the models that name none")
+    alert_channel: ChannelId | None = Field(default=None, description=(
+        "channel ID where pages are posted, for models that name none; unset: the rollout's own channel"))
+    oncall: OncallId | None = Field(default=None, description=(
+        "user group (S...) or user (U...) paged, for models that name none; unset: the model's owners"))
+    admins: tuple[UserId, ...] = Field(default=(), description="user IDs (U...) that may do anything to any model")
 
 
 class ModelSpec(_Strict):
-    dag_id: str | None = None
-    endpoint: str | None = None
-    channel: ChannelId
-    metric: str | None = None
-    direction: Literal["maximize", "minimize"] = "maximize"
-    owners: tuple[UserId, ...] = ()
-    oncall: OncallId | None = None
-    region: str | None = None
-    alert_channel: ChannelId | None = None
-    vcpu: float | None = Field(default=None, gt=0)
-    memory_gib: float | None = Field(default=None, gt=0)
-    gpus: int = Field(default=0, ge=0)
-    rollout: RolloutSettings = RolloutSettings()
-    pipeline: PipelineSettings | None = None
-    quality: QualitySettings | None = None
-    scaling: ScalingSettings | None = None
+    dag_id: str | None = Field(default=None, description=(
+        "the Airflow DAG that retrains the model; its runs get threads; no two models share one"))
+    endpoint: str | None = Field(default=None, description=(
+        "the SageMaker endpoint that serves the model, whose weights rollouts move; no two models share one"))
+    channel: ChannelId = Field(description="channel ID where the model's run and rollout threads go")
+    metric: str | None = Field(default=None, description=(
+        "the metric the DAG's evaluate task reports; with a pipeline: auc, accuracy, f1, logloss, rmse, mae or r2"))
+    direction: Literal["maximize", "minimize"] = Field(default="maximize", description=(
+        "whether a higher (maximize) or lower (minimize) metric is better"))
+    owners: tuple[UserId, ...] = Field(default=(), description=(
+        "user IDs (U...) that may retrain, promote, pause, resume and roll back the model"))
+    oncall: OncallId | None = Field(default=None, description="user group (S...) or user (U...) to page; overrides defaults.oncall")
+    region: str | None = Field(default=None, description="AWS region of the endpoint; unset: defaults.region")
+    alert_channel: ChannelId | None = Field(default=None, description=(
+        "channel ID for this model's pages; overrides defaults.alert_channel"))
+    vcpu: float | None = Field(default=None, gt=0, description="vCPUs the model needs (`/model pricing <model>`)")
+    memory_gib: float | None = Field(default=None, gt=0, description="memory the model needs, in GiB")
+    gpus: int = Field(default=0, ge=0, description="GPUs the model needs")
+    rollout: RolloutSettings = Field(default=RolloutSettings(), description="[models.X.rollout]: the gradual rollout")
+    pipeline: PipelineSettings | None = Field(default=None, description=(
+        "[models.X.pipeline]: modelbot generates the model's DAG from three functions"))
+    quality: QualitySettings | None = Field(default=None, description=(
+        "[models.X.quality]: the metric measured in production from captured predictions and labels"))
+    scaling: ScalingSettings | None = Field(default=None, description=(
+        "[models.X.scaling]: Application Auto Scaling on the serving variant"))
 
     @field_validator("dag_id")
     @classmethod
