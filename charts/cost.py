@@ -102,7 +102,7 @@ def cost(segments: pd.DataFrame, *, model: str, days: int, until: pd.Timestamp) 
                    color=OKABE_ITO[k % len(OKABE_ITO)], label=name)
         base += per_day[name].to_numpy()
     bottom.set_ylabel("$ per day")
-    bottom.set_xlim(since, until)
+    bottom.set_xlim(since, until.normalize() + pd.Timedelta(days=1))  # today's bar whole, though the day is not
     if frame["price"].isna().any():
         bottom.text(0.99, 0.95, "instances without a price are left out", transform=bottom.transAxes,
                     ha="right", va="top", fontsize=8.5, color=GREY)

@@ -483,8 +483,14 @@ def step_deploy(p: Pipeline, conf: dict, run_id: str, evaluation: dict, trained:
                                       sm.describe_model, ModelName=stable_entry["ModelName"])
         role = stable_model.get("ExecutionRoleArn")
     ensure_model(sm, model_name, p, trained, role)
+    # UpdateEndpoint gives each variant its config's instance count: the variants kept carry the count they run
+    # now, so a variant Application Auto Scaling grew does not shrink back under its traffic.
+    running = {v["VariantName"]: v.get("CurrentInstanceCount") for v in current["ProductionVariants"]}
     new_variants = [{k: v for k, v in entry.items() if k != "InitialVariantWeight"}
-                    | {"InitialVariantWeight": weights.get(entry["VariantName"], 0.0)} for entry in variants]
+                    | {"InitialVariantWeight": weights.get(entry["VariantName"], 0.0)}
+                    | ({"InitialInstanceCount": int(running[entry["VariantName"]])}
+                       if "InitialInstanceCount" in entry and running.get(entry["VariantName"]) else {})
+                    for entry in variants]
     new_variants.append({"VariantName": candidate, "ModelName": model_name, "InstanceType": instance_type,
                          "InitialInstanceCount": int(stable_entry.get("InitialInstanceCount") or 1),
                          "InitialVariantWeight": 0.0})
@@ -523,8 +529,10 @@ def _first_model(p: Pipeline, conf: dict, run_id: str, evaluation: dict, trained
     config_name = _config_name(p, candidate, run_id, variants, extra)
     ensure_config(sm, config_name, variants, extra)
     if describe_endpoint(sm, p.endpoint) is None:
+        # The tag lets AWS Billing split costs by model (activate it as a cost allocation tag: docs/cost.md).
         sagemaker_call(f"create endpoint {p.endpoint!r}", "the first model is not serving", sm.create_endpoint,
-                       EndpointName=p.endpoint, EndpointConfigName=config_name)
+                       EndpointName=p.endpoint, EndpointConfigName=config_name,
+                       Tags=[{"Key": "modelbot:model", "Value": p.model}])
     wait_in_service(sm, p.endpoint)
     sagemaker_call(f"approve model package {arn}", "the endpoint serves it, but the Model Registry still says "
                    "PendingManualApproval", sm.update_model_package, ModelPackageArn=arn,

@@ -33,13 +33,13 @@ def variant_line(v: VariantCost) -> str:
     return f"{head} {money(v.usd_per_month)}/month"
 
 
-def model_summary(cost: ModelCost) -> str:
-    """For a /model status line: "$X/month", with what is unknown."""
+def model_summary(cost: ModelCost, *, reason: bool = True) -> str:
+    """For a /model status line: "$X/month", with what is unknown (and why, unless the variants say it)."""
     if not cost.variants:
         return ""
     known = [v for v in cost.variants if v.usd_per_month is not None]
     if not known:
-        return f"cost unknown: {escape(cost.unknown[0].unknown or 'no price')}"
+        return f"cost unknown: {escape(cost.unknown[0].unknown or 'no price')}" if reason else "cost unknown"
     text = f"{money(cost.usd_per_month)}/month"
     if cost.unknown:
         text += f" + {len(cost.unknown)} variant{'s' if len(cost.unknown) != 1 else ''} of unknown cost"
@@ -77,7 +77,7 @@ def render_overview(o: Overview) -> tuple[str, list[dict]]:
         spent = o.spent.get(m.model)
         tail = f" — last {o.days} days {money(spent)}" if spent is not None else ""
         parts = " · ".join(variant_line(v) for v in m.variants)
-        lines.append(f"{rank}. *{escape(m.model)}* {model_summary(m)} — {parts}{tail}")
+        lines.append(f"{rank}. *{escape(m.model)}* {model_summary(m, reason=False)} — {parts}{tail}")
     if len(o.models) > LISTED:
         rest = o.models[LISTED:]
         lines.append(f"…and {len(rest)} more models, {money(sum(m.usd_per_month for m in rest))}/month together "
@@ -99,6 +99,8 @@ def render_overview(o: Overview) -> tuple[str, list[dict]]:
 
 
 def _hours(h: float) -> str:
+    if h < 0.05:
+        return "under 0.1"
     return f"{h:,.0f}" if h >= 10 else f"{h:,.1f}"
 
 
@@ -140,7 +142,8 @@ def render_detail(d: Detail, *, sized: bool) -> tuple[str, list[dict]]:
         lines.append(f"{span}: {_hours(d.hours)} instance hours, {money(d.spent)}"
                      + (" + instances of unknown price" if unknown else "") + " at today's prices")
         for v in d.spend:
-            cost = money(v.usd) if v.usd is not None else f"cost unknown, {escape(v.unknown or 'no price')}"
+            cost = (money(v.usd) if v.usd >= 0.01 else "under $0.01") if v.usd is not None else \
+                f"cost unknown, {escape(v.unknown or 'no price')}"
             lines.append(f"• `{escape(v.variant)}` {('`' + escape(v.instance_type) + '` ') if v.instance_type else ''}"
                          f"{_hours(v.hours)} instance hours, {cost}")
     else:

@@ -240,9 +240,11 @@ class SageMaker:
 
 
     def ensure_single_variant_config(self, source_config: str, variant: str, new_name: str, region: str, *,
-                                     idle: tuple[str, ...] = ()) -> str:
+                                     idle: tuple[str, ...] = (), counts: dict[str, int] | None = None) -> str:
         """An endpoint config like `source_config` serving only `variant` (weight 1), created once; the
         variants in `idle` stay on it at weight 0 (a candidate whose rollout waits for this one to end).
+        `counts` (variant -> instances) replaces their initial instance count: UpdateEndpoint gives each variant
+        its config's count, so a variant that scaled since its config was written keeps its instances.
 
         Used after a rollout has baked, to retire the old variant's instances. The copy keeps every setting of
         the source config that CreateEndpointConfig accepts (data capture, KMS key, ...); an existing config of
@@ -269,6 +271,8 @@ class SageMaker:
         for name, weight in [(variant, 1.0), *((n, 0.0) for n in idle if n in entries and n != variant)]:
             copied = {k: v for k, v in entries[name].items() if k in variant_keys and v not in (None, {}, [])}
             copied["InitialVariantWeight"] = weight
+            if (counts or {}).get(name) and "InitialInstanceCount" in copied:
+                copied["InitialInstanceCount"] = int(counts[name])
             kept.append(copied)
         top_keys = _allowed(sm, None, "CreateEndpointConfig") - {"EndpointConfigName", "ProductionVariants", "Tags"}
         # Shadow variants belong to the old setup; empty structures (moto echoes VpcConfig {}) are rejected by AWS.

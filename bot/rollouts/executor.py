@@ -135,7 +135,7 @@ def _carry_out_once(services, r: Rollout) -> tuple[str | None, bool]:
     except (sagemaker.EndpointNotFound, sagemaker.VariantNotFound) as exc:
         if intent.kind not in ("rollback", "promoted", "aborted"):
             # The endpoint or a variant is gone: this rollout cannot go on. Its abort replaces the intent.
-            commit(services, r, plan_abort(r, utcnow(), reason=str(exc)))
+            commit(services, r, plan_abort(r, database_time(services), reason=str(exc)))
             return None, True
         aws = {"note": f":warning: {exc}"}
     except sagemaker.SageMakerError as exc:
@@ -260,7 +260,8 @@ def _retire(services, r: Rollout, retire: Retire) -> dict[str, str]:
         if state.variant(r.stable_variant) is None:
             return {}  # already retired
         sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region,
-                                        idle=(waiting,) if waiting else ())
+                                        idle=(waiting,) if waiting else (),
+                                        counts={v.name: v.instance_count for v in state.variants if v.instance_count})
         capacity.clear_for_config(services, r.model, state, r.region, retire.config)
         sm.update_endpoint_config(r.endpoint, retire.config, r.region)
     except (sagemaker.SageMakerError, AutoScalingError) as exc:

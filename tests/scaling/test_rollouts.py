@@ -1,0 +1,129 @@
+"""Scaling through rollouts, on moto and both databases, with the UpdateEndpoint fake refusing to remove a variant
+that is still a scalable target: the candidate gets its instances before its share, scale-in is suspended on both
+variants while traffic moves, the old variant is deregistered before it is retired, the promoted one carries the
+scaling; a rollback moves the weights first even while Application Auto Scaling throttles."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from bot.rollouts import service as rollouts
+from tests.rollout.conftest import Traffic, run_ticks, weights
+from tests.scaling.conftest import REGION, aas, counts, create_endpoint, set_count, target, worker_pass
+
+AAS_OPERATIONS = ("DescribeScalableTargets", "DescribeScalingPolicies", "RegisterScalableTarget",
+                  "DeregisterScalableTarget", "PutScalingPolicy", "DeleteScalingPolicy")
+
+
+@pytest.fixture
+def t0() -> datetime:
+    return (datetime.now(timezone.utc) - timedelta(hours=24)).replace(second=0, microsecond=0)
+
+
+def deploy(services, t0):
+    parent = services.slack.chat_postMessage(channel="C0CHURN", text="Run churn_lifecycle manual__1")["ts"]
+    rollout_id = rollouts.start_from_deploy(services, "churn", endpoint="churn-prod", stable_variant="v41",
+                                            candidate_variant="v42", run_id="manual__1", channel="C0CHURN",
+                                            thread_ts=parent, now=t0)
+    return rollout_id, parent
+
+
+def suspended(variant: str) -> bool:
+    return bool((target("churn-prod", variant).get("SuspendedState") or {}).get("DynamicScalingInSuspended"))
+
+
+def test_a_promotion_sizes_the_candidate_first_and_moves_the_scaling_to_it(services, slack, sagemaker_proxy, t0):
+    create_endpoint("churn-prod", {"v41": (1.0, 4), "v42": (0.0, 1)})
+    worker_pass(services)
+    assert (target("churn-prod", "v41")["MinCapacity"], target("churn-prod", "v42")) == (1, None)
+    sagemaker_proxy.apply_capacity = False  # the test says when instances are in service
+
+    rollout_id, parent = deploy(services, t0)
+    # Half the traffic needs half of v41's 4 instances: asked for, and the shift waits for them.
+    assert weights() == {"v41": 1.0, "v42": 0.0}
+    assert target("churn-prod", "v42")["MinCapacity"] == 2 and suspended("v42") and suspended("v41")
+    traffic = Traffic(per_minute=20_000, rate_5xx={"v41": 0.004, "v42": 0.004})
+    now = run_ticks(services, traffic, t0, 2)
+    assert weights() == {"v41": 1.0, "v42": 0.0}
+    set_count("churn-prod", "v42", 2)
+    now = run_ticks(services, traffic, now, 1)
+    assert weights() == {"v41": 0.5, "v42": 0.5}
+    waits = [m for m in slack.thread("C0CHURN", parent) if "waiting for capacity" in m["text"]]
+    assert len(waits) == 1 and "`v42` has 1 of the 2 instances 50% of the traffic needs" in waits[0]["text"]
+    worker_pass(services)  # the worker agrees with the rollout: still suspended, the candidate's minimum kept
+    assert suspended("v41") and suspended("v42") and target("churn-prod", "v42")["MinCapacity"] == 2
+
+    for _ in range(12):
+        now = run_ticks(services, traffic, now, 1)
+        r = rollouts.load(services, rollout_id)
+        if r.pending and "waiting for capacity" in (r.last_error or ""):
+            assert target("churn-prod", "v42")["MinCapacity"] == 4  # all of it needs all of v41's fleet
+            set_count("churn-prod", "v42", 4)
+        if r.state == "promoted" and r.pending is None:
+            break
+    assert rollouts.load(services, rollout_id).state == "promoted"
+    # Retired: v41 stopped being a scalable target before UpdateEndpoint removed it (the fake refuses otherwise),
+    # and v42 kept its 4 instances through the update.
+    ops = sagemaker_proxy.operations
+    assert "DeregisterScalableTarget" in ops and ops.index("DeregisterScalableTarget") < ops.index("UpdateEndpoint")
+    assert weights() == {"v42": 1.0} and counts("churn-prod") == {"v42": 4}
+    assert target("churn-prod", "v41") is None
+    worker_pass(services)
+    promoted = target("churn-prod", "v42")
+    assert (promoted["MinCapacity"], promoted["MaxCapacity"]) == (1, 6) and not suspended("v42")
+
+
+def test_a_rollback_moves_the_weights_first_while_application_auto_scaling_refuses(services, slack,
+                                                                                   sagemaker_proxy, t0):
+    create_endpoint("churn-prod", {"v41": (1.0, 2), "v42": (0.0, 1)})
+    worker_pass(services)
+    rollout_id, parent = deploy(services, t0)
+    assert weights() == {"v41": 0.5, "v42": 0.5}  # one instance carries half of what two did: no wait
+    for op in AAS_OPERATIONS:  # (throttling is retried with back-off first: tests/scaling/test_integration.py)
+        sagemaker_proxy.fail_next(op, "AccessDeniedException", "not authorized", count=50)
+    seen = len(sagemaker_proxy.operations)
+
+    bad = Traffic(per_minute=20_000, rate_5xx={"v41": 0.004, "v42": 0.05})
+    run_ticks(services, bad, t0, 6, stop=lambda: rollouts.load(services, rollout_id).state == "rolled_back")
+    assert rollouts.load(services, rollout_id).state == "rolled_back"
+    assert weights() == {"v41": 1.0, "v42": 0.0}
+    assert not [op for op in sagemaker_proxy.operations[seen:] if op in AAS_OPERATIONS]  # never asked, never waited
+    assert any(m["text"].startswith(":rotating_light:") for m in slack.thread("C0CHURN", parent))
+
+    assert "not authorized" in worker_pass(services)  # the scaling comes after, and is said once when it fails
+    from bot.slack import outbox
+    outbox.deliver_due(services)
+    assert sum("could not be kept right" in m["text"] for m in slack.messages("C0CHURN")) == 1
+    with sagemaker_proxy._lock:
+        sagemaker_proxy._faults.clear()
+    worker_pass(services)
+    assert not suspended("v41")  # scale-in back on the variant that serves
+    parked = target("churn-prod", "v42")
+    assert (parked["MinCapacity"], parked["MaxCapacity"]) == (1, 1)  # the rolled-back candidate: one instance
+
+
+def test_update_endpoint_refuses_to_remove_or_retype_a_variant_that_is_a_scalable_target(scaling_aws):
+    create_endpoint("churn-prod", {"v41": (0.0, 1), "v42": (1.0, 1)})
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.create_endpoint_config(EndpointConfigName="only-v42", ProductionVariants=[
+        {"VariantName": "v42", "ModelName": "churn-prod-v42", "InitialInstanceCount": 1,
+         "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0}])
+    sm.create_endpoint_config(EndpointConfigName="v42-bigger", ProductionVariants=[
+        {"VariantName": v, "ModelName": f"churn-prod-{v}", "InitialInstanceCount": 1,
+         "InstanceType": "ml.m5.xlarge" if v == "v42" else "ml.m5.large", "InitialVariantWeight": w}
+        for v, w in (("v41", 0.0), ("v42", 1.0))])
+    for variant in ("v41", "v42"):
+        aas().register_scalable_target(ServiceNamespace="sagemaker", ResourceId=f"endpoint/churn-prod/variant/{variant}",
+                                       ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                                       MinCapacity=1, MaxCapacity=2)
+    for config, variant in (("only-v42", "v41"), ("v42-bigger", "v42")):
+        with pytest.raises(ClientError, match=rf"variant\(s\) \"\[{variant}\]\" must be deregistered"):
+            sm.update_endpoint(EndpointName="churn-prod", EndpointConfigName=config)
+    aas().deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/churn-prod/variant/v41",
+                                     ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+    sm.update_endpoint(EndpointName="churn-prod", EndpointConfigName="only-v42")
+    assert weights() == {"v42": 1.0}
