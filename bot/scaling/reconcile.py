@@ -236,7 +236,7 @@ def problem_key(exc: AutoScalingError) -> str:
     return ("throttled" if exc.throttled else exc.code or "unreachable")[:200]
 
 
-def _problem(services, model: Model, exc: AutoScalingError, now: datetime) -> None:
+def _problem(services, model: Model, exc: AutoScalingError, now: datetime, body: str | None = None) -> None:
     """A failure is said once per kind: throttling, a refusal code, unreachable. It stays on the model (for
     /model status) until a pass goes through."""
     log.warning("scaling of %s: %s", model.name, exc)
@@ -250,7 +250,7 @@ def _problem(services, model: Model, exc: AutoScalingError, now: datetime) -> No
         if row.problem_key != key:
             row.problem_key = key
             row.problems_said = (row.problems_said or 0) + 1
-            _say_in(s, model, f"problem/{row.problems_said}", text.problem(model.name, str(exc)))
+            _say_in(s, model, f"problem/{row.problems_said}", body or text.problem(model.name, str(exc)))
 
 
 def _settled(services, model_name: str, now: datetime) -> None:
@@ -266,20 +266,7 @@ def report_capacity_problem(services, model: Model, variant: str, share: float, 
                             now: datetime | None = None) -> None:
     """The capacity before a shift could not be asked for; the shift went ahead. Said once per kind of failure,
     like any other."""
-    now = now or utcnow()
-    log.warning("scaling of %s: capacity for %s not asked for: %s", model.name, variant, exc)
-    key = problem_key(exc)
-    with services.store.session() as s:
-        row = s.get(ScalingModel, model.name)
-        if row is None:
-            row = ScalingModel(model=model.name, problems_said=0)
-            s.add(row)
-        row.problem, row.checked_at = str(exc)[:2000], now
-        if row.problem_key != key:
-            row.problem_key = key
-            row.problems_said = (row.problems_said or 0) + 1
-            _say_in(s, model, f"problem/{row.problems_said}",
-                    text.capacity_not_asked(model.name, variant, share, str(exc)))
+    _problem(services, model, exc, now or utcnow(), text.capacity_not_asked(model.name, variant, share, str(exc)))
 
 
 def recorded_for(services, model_name: str) -> list[ScalingTarget]:

@@ -56,17 +56,30 @@ def seed(services) -> None:
     worker_pass(services)  # the snapshot (v42 appears, counts as the endpoint has them) and the scaling
 
 
-def test_every_model_largest_first_with_the_total_and_what_candidates_cost(services):
+def test_every_model_largest_first_with_the_total_and_what_candidates_cost_and_status_shows_it(services):
     seed(services)
     reply = ack(services, "cost")
     assert reply["follow_up"] is False
     text = reply["text"]
-    # churn: 2 x $0.23 + 1 x ... the candidate is on ml.m5.xlarge too: 3 x 0.23 x 730 = $503.70
+    # churn: 3 x ml.m5.xlarge ($0.23 an hour) x 730 hours = $503.70, a third of it the candidate's
     assert "1. *churn* $503.70/month" in text
     assert "Total: $503.70/month — candidates $167.90, baking $0" in text
-    assert "2. *fraud* cost unknown — `v1` 1 × `ml.r5.large`: cost unknown, `ml.r5.large` has no on-demand hosting price in us-east-1" in text
+    assert ("2. *fraud* cost unknown — `v1` 1 × `ml.r5.large`: cost unknown, `ml.r5.large` has no on-demand "
+            "hosting price in us-east-1") in text
     assert "+1 variant of unknown cost, not in the total" in text
     assert "a month is 730 hours" in text and "$0/month" not in text.split("fraud")[1]
+
+    # /model status: the board's line and the single-model view
+    with services.store.session() as s:
+        board = status_board.build(s, services.registry.names(), interval=30.0)
+    churn = next(line for line in board.lines if line.name == "churn")
+    assert "instances 3 (min 1, max 6, scale-in suspended) · $503.70/month" in churn.text
+    fraud = next(line for line in board.lines if line.name == "fraud")
+    assert "instances 1 · cost unknown: `ml.r5.large` has no on-demand hosting price" in fraud.text
+    text, _ = status_messages.render_statuses([status_service.from_snapshot(services, services.registry.get("churn"))],
+                                              detail=True)
+    assert ("Instances: `v41` 2 × `ml.m5.xlarge` $335.80/month (min 1, max 6, scale-in suspended) · `v42` candidate "
+            "1 × `ml.m5.xlarge` $167.90/month (min 1, max 6, scale-in suspended); total $503.70/month") in text
 
 
 def test_one_model_instance_hours_right_sizing_and_the_chart(services, slack):
@@ -91,17 +104,3 @@ def test_one_model_instance_hours_right_sizing_and_the_chart(services, slack):
     [upload] = slack.calls_to("files.completeUploadExternal")
     [message] = slack.messages(upload.args.get("channel_id"))
     assert message["files"][0]["name"] == "cost-churn.png"
-
-
-def test_status_shows_instances_their_bounds_and_dollars(services):
-    seed(services)
-    with services.store.session() as s:
-        board = status_board.build(s, services.registry.names(), interval=30.0)
-    churn = next(line for line in board.lines if line.name == "churn")
-    assert "instances 3 (min 1, max 6, scale-in suspended) · $503.70/month" in churn.text
-    fraud = next(line for line in board.lines if line.name == "fraud")
-    assert "instances 1 · cost unknown: `ml.r5.large` has no on-demand hosting price" in fraud.text
-    text, _ = status_messages.render_statuses([status_service.from_snapshot(services, services.registry.get("churn"))],
-                                              detail=True)
-    assert ("Instances: `v41` 2 × `ml.m5.xlarge` $335.80/month (min 1, max 6, scale-in suspended) · `v42` candidate "
-            "1 × `ml.m5.xlarge` $167.90/month (min 1, max 6, scale-in suspended); total $503.70/month") in text
