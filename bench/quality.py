@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,7 @@ def main() -> int:
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     moto_url = f"http://127.0.0.1:{port}"
+    databases: list[tuple[str, str]] = []
     try:
         import requests
 
@@ -217,7 +219,7 @@ def main() -> int:
         print(f"{records:,} captured requests ({size / 1e6:,.0f} MB in {files} files) and their labels written to "
               f"moto S3 in {time.perf_counter() - started:.0f} s")
         (tmp / "models.toml").write_text(MODELS)
-        databases = [("SQLite", f"sqlite:///{tmp / 'quality.db'}")]
+        databases.append(("SQLite", f"sqlite:///{tmp / 'quality.db'}"))
         if args.postgres and not args.quick:
             databases.append(("PostgreSQL", _fresh_postgres(args.postgres)))
         base = in_child(baseline, moto_url, quick=args.quick)
@@ -246,6 +248,9 @@ def main() -> int:
     finally:
         moto.terminate()
         moto.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+        for _, url in databases[1:]:
+            _drop_postgres(url)
 
 
 def _up(requests, url: str) -> bool:
@@ -255,18 +260,32 @@ def _up(requests, url: str) -> bool:
         return False
 
 
-def _fresh_postgres(url: str) -> str:
-    """A new, empty database beside the one named (dropped by the next run's name reuse is not needed)."""
-    import psycopg
+def _admin(url: str) -> tuple[str, str]:
     from sqlalchemy.engine import make_url
 
     base = make_url(url)
+    return base.set(drivername="postgresql").render_as_string(hide_password=False), base.database
+
+
+def _fresh_postgres(url: str) -> str:
+    """A new, empty database beside the one named (dropped when the run ends)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
     name = f"bench_quality_{os.getpid()}"
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin, _ = _admin(url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return base.set(database=name).render_as_string(hide_password=False)
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres(url: str) -> None:
+    import psycopg
+
+    admin, name = _admin(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
