@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from bot.cost.tables import InstanceSegment
 
@@ -39,38 +39,39 @@ def _state(v: dict) -> tuple[str | None, int, bool] | None:
 
 
 def record(session, seen: list[Seen], at: datetime) -> None:
-    """Closes the segments that changed or went away and opens their successors, in the caller's transaction."""
+    """Closes the segments that changed or went away and opens their successors, in the caller's transaction:
+    one SELECT of the open segments, then set-based UPDATEs and one INSERT, whatever the number of endpoints."""
     if not seen:
         return
+    t = InstanceSegment
     names = [x.model for x in seen]
-    open_rows = session.scalars(select(InstanceSegment).where(InstanceSegment.model.in_(names),
-                                                              InstanceSegment.ended_at.is_(None)))
-    current: dict[tuple[str, str, str], InstanceSegment] = {}
-    for r in open_rows:
-        key = (r.model, r.endpoint, r.variant)
-        if key in current:  # two passes at once (a live read beside the worker's) opened it twice
-            r.ended_at = r.last_seen_at = r.started_at
+    current: dict[str, dict[tuple[str, str], tuple[int, tuple]]] = {}
+    ended: list[int] = []
+    for row in session.execute(select(t.id, t.model, t.endpoint, t.variant, t.instance_type, t.instance_count,
+                                      t.serving).where(t.model.in_(names), t.ended_at.is_(None)).order_by(t.id)):
+        mine = current.setdefault(row.model, {})
+        if (row.endpoint, row.variant) in mine:  # two passes at once (a live read beside the worker's) opened it twice
+            ended.append(row.id)
             continue
-        current[key] = r
+        mine[(row.endpoint, row.variant)] = (row.id, (row.instance_type, row.instance_count, bool(row.serving)))
     unchanged: list[int] = []
+    opened: list[dict] = []
     for x in seen:
-        now = {v["name"]: s for v in x.variants if (s := _state(v)) is not None}
-        for (model, endpoint, variant), row in list(current.items()):
-            if model != x.model:
-                continue
-            state = now.get(variant) if endpoint == x.endpoint else None
-            if state == (row.instance_type, row.instance_count, row.serving):
-                unchanged.append(row.id)
+        now = {v["name"]: state for v in x.variants if (state := _state(v)) is not None}
+        for (endpoint, variant), (row_id, state) in current.get(x.model, {}).items():
+            if endpoint == x.endpoint and now.get(variant) == state:
+                unchanged.append(row_id)
                 now.pop(variant)
             else:
-                row.ended_at = row.last_seen_at = at
-        for variant, (instance_type, count, serving) in now.items():
-            session.add(InstanceSegment(model=x.model, endpoint=x.endpoint, region=x.region, variant=variant,
-                                        instance_type=instance_type, instance_count=count, serving=serving,
-                                        started_at=at, last_seen_at=at))
-    for start in range(0, len(unchanged), 1000):
-        session.execute(update(InstanceSegment).where(InstanceSegment.id.in_(unchanged[start:start + 1000]))
-                        .values(last_seen_at=at))
+                ended.append(row_id)
+        opened += [dict(model=x.model, endpoint=x.endpoint, region=x.region, variant=variant, instance_type=itype,
+                        instance_count=count, serving=serving, started_at=at, last_seen_at=at)
+                   for variant, (itype, count, serving) in now.items()]
+    for ids, values in ((unchanged, dict(last_seen_at=at)), (ended, dict(last_seen_at=at, ended_at=at))):
+        for start in range(0, len(ids), 1000):
+            session.execute(update(t).where(t.id.in_(ids[start:start + 1000])).values(**values))
+    if opened:
+        session.execute(insert(t), opened)
 
 
 def segments(session, model: str, since: datetime) -> list[InstanceSegment]:

@@ -87,6 +87,8 @@ def reconcile(services, items: list[ModelInput], *, now: datetime | None = None)
     names = [i.model.name for i in items]
     with services.store.session() as s:
         rows = list(s.scalars(select(ScalingTarget).where(ScalingTarget.model.in_(names)))) if names else []
+        troubled = set(s.scalars(select(ScalingModel.model).where(ScalingModel.model.in_(names),
+                                                                  ScalingModel.problem.is_not(None))))
         for r in rows:
             s.expunge(r)
     recorded: dict[str, list[ScalingTarget]] = {}
@@ -114,7 +116,8 @@ def reconcile(services, items: list[ModelInput], *, now: datetime | None = None)
                 _problem(services, item.model, exc, now)
                 result.problems.append(f"{item.model.name}: {exc}")
             else:
-                _settled(services, item.model.name, now)
+                if item.model.name in troubled:
+                    _settled(services, item.model.name, now)
     return result
 
 
@@ -136,6 +139,8 @@ def converge(services, model: Model, endpoint: str, region: str, wanted: dict[st
             have = observed.get(key)
             applied = Target.from_json(row.applied) if row is not None else None
             step = want.plan(target, have, applied)
+            if step.action == "none" and _unchanged(row, target, have):
+                continue  # the steady state: no call, no write
             _carry_out(services, key, region_of, step, have)
             _record(services, model, key, region_of, step, target, have, row, now)
             if step.action == "apply":
@@ -148,6 +153,14 @@ def converge(services, model: Model, endpoint: str, region: str, wanted: dict[st
         if turned_off:
             _say(services, model, "off", text.turned_off(model.name, endpoint, turned_off), unique=",".join(turned_off)
                  + now.isoformat())
+
+
+def _unchanged(row: ScalingTarget | None, target: Target | None, have: Observed | None) -> bool:
+    """Nothing to do and nothing new to record: modelbot's record already says what Application Auto Scaling has."""
+    if target is None:
+        return row is None  # someone else's target, or none: not modelbot's to record
+    return (row is not None and row.applied is not None and row.drift_said is None
+            and row.observed == observed_json(have))
 
 
 def _carry_out(services, key: tuple[str, str], region: str, step: Step, have: Observed | None) -> None:
