@@ -83,10 +83,11 @@ def _count(v: dict) -> int | None:
 
 
 def costs_of(session, endpoints: dict[str, tuple[str, list[dict]]],
-             rollouts: dict[str, RolloutRole] | None = None) -> dict[str, ModelCost]:
+             rollouts: dict[str, RolloutRole] | None = None, prices: Prices | None = None) -> dict[str, ModelCost]:
     """Model -> its cost now, from variants as the endpoint snapshot stores them ({model: (region, variants)})."""
     rollouts = rollouts or {}
-    prices = prices_for(session, {(region, v.get("instance_type")) for region, vs in endpoints.values() for v in vs})
+    if prices is None:
+        prices = prices_for(session, {(region, v.get("instance_type")) for region, vs in endpoints.values() for v in vs})
     out = {}
     for model, (region, variants) in endpoints.items():
         r = rollouts.get(model)
@@ -144,8 +145,8 @@ def overview(services, days: int = DEFAULT_DAYS, now: datetime | None = None) ->
                 current.setdefault(row.model, (row.region, []))[1].append(
                     {"name": row.variant, "weight": 1.0 if row.serving else 0.0, "instance_type": row.instance_type,
                      "instance_count": row.instance_count})
-        costs = costs_of(s, current, rollouts)
         prices = prices_for(s, {(row.region, row.instance_type) for row in rows})
+        costs = costs_of(s, current, rollouts, prices)
         as_of = {}
         for region in {c.region for c in costs.values()}:
             found = prices_as_of(s, region)
