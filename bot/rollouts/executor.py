@@ -16,9 +16,11 @@ rollback marked done while the endpoint serves the shift.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import time
+import uuid
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -100,7 +102,7 @@ def load(services, rollout_id: int) -> Rollout | None:
         return store.get(s, rollout_id)
 
 
-def carry_out(services, rollout_id: int, *, deliver: bool = True) -> str | None:
+def carry_out(services, rollout_id: int, *, deliver: bool = True, wait: float = 0.0) -> str | None:
     """Does the rollout's pending intent; None when it is done (or there was none), else what is still owed.
 
     Only the traffic part can be owed: once SageMaker has what the intent wants, its notifications are queued
@@ -108,18 +110,56 @@ def carry_out(services, rollout_id: int, *, deliver: bool = True) -> str | None:
     they are delivered now if Slack answers, with the rollout's page; the rollout controller passes False and
     leaves all of it to the delivery jobs. An intent that a newer transition replaced is not finished: the newer
     one is carried out instead (its weights include everything the endpoint should now have).
+
+    One process at a time carries a rollout's intent out (a claim on the row, on the database's clock): a
+    command and the controller's tick that find the same intent never both send it. `wait`: how long to wait
+    for another process's claim (that process finishes the intent meanwhile).
     """
     problem = None
-    for _ in range(COMMAND_ATTEMPTS):
-        r = load(services, rollout_id)
-        if r is None or r.pending is None:
-            break
-        problem, finished = _carry_out_once(services, r)
-        if not finished:
-            break
+    r = load(services, rollout_id)
+    if r is not None and r.pending is not None:
+        holder = f"{outbox.HOLDER}:{uuid.uuid4().hex[:8]}"
+        if not _take_carry(services, rollout_id, holder, wait):
+            problem = "another process is carrying this change out right now"
+        else:
+            try:
+                for _ in range(COMMAND_ATTEMPTS):
+                    r = load(services, rollout_id)
+                    if r is None or r.pending is None:
+                        problem = None
+                        break
+                    problem, finished = _carry_out_once(services, r)
+                    if not finished:
+                        break
+            finally:
+                with services.store.session() as s:
+                    s.execute(update(Rollout).where(Rollout.id == rollout_id, Rollout.carry_holder == holder)
+                              .values(carry_holder=None, carry_until=None))
     if deliver:
         notices.deliver(services, rollout_id)
     return problem
+
+
+# Longer than carrying an intent out takes (a weight change: two SageMaker calls). A process killed while it
+# held the claim delays the intent by at most this long; one still working past it (a hung SageMaker, each
+# call cut at the controller's deadline) may see another process send the same weights too, which is harmless.
+CARRY_SECONDS = 20
+# A command waits this long for the process carrying the same rollout's change out (usually the controller).
+COMMAND_CARRY_WAIT_SECONDS = 10.0
+
+
+def _take_carry(services, rollout_id: int, holder: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        with services.store.session() as s:
+            now = database_now(s)
+            if s.execute(update(Rollout).where(
+                    Rollout.id == rollout_id, or_(Rollout.carry_until.is_(None), Rollout.carry_until < now))
+                    .values(carry_holder=holder, carry_until=now + timedelta(seconds=CARRY_SECONDS))).rowcount == 1:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _carry_out_once(services, r: Rollout) -> tuple[str | None, bool]:
@@ -319,7 +359,9 @@ def transition(services, rollout_id: int, make_plan, *, carry: bool = True, deli
         if committed is None:
             continue
         if carry:
-            problem = carry_out(services, rollout_id, deliver=deliver)
+            # A command waits for a controller carrying the same rollout out; the controller never waits.
+            problem = carry_out(services, rollout_id, deliver=deliver,
+                                wait=COMMAND_CARRY_WAIT_SECONDS if deliver else 0.0)
             if problem:
                 log.warning("rollout %s: %s (owed; retried by the controller)", rollout_id, problem)
         return load(services, rollout_id), plan

@@ -220,8 +220,12 @@ def start_waiting(services, r: Rollout, now: datetime) -> int | None:
                       .values(next_deploy=deploy))
             s.execute(update(Rollout).where(Rollout.id == r.id).values(next_deploy=None))
         return None
-    why, rollout_id = None, None
-    if model is None:
+    with services.store.session() as s:
+        started = store.by_run_key(s, deploy["run_key"])
+    why, rollout_id = None, started.id if started is not None else None
+    if rollout_id is not None:
+        pass  # started by an earlier call that did not get to clear next_deploy
+    elif model is None:
         why = f"{r.model} is no longer in the models file."
     else:
         try:
@@ -233,6 +237,8 @@ def start_waiting(services, r: Rollout, now: datetime) -> int | None:
         except ExternalError as exc:  # SageMaker unreachable: the next tick tries again
             log.warning("rollout of %s (run %s) not started yet: %s", r.model, deploy["run_id"], exc)
             return None
+        if rollout_id is None and why is None:
+            return None  # another rollout of the model began just now: the next tick hands the deploy to it
     with services.store.session() as s:
         s.execute(update(Rollout).where(Rollout.id == r.id).values(next_deploy=None))
         if why:

@@ -72,6 +72,10 @@ class Rollout(Base):
     # this one has ended, against whatever then serves all the traffic (run_key, run_id, endpoint, stable,
     # candidate, channel, thread_ts). Never two rollouts' splits on one endpoint.
     next_deploy: Mapped[dict | None] = mapped_column(NULLABLE_JSON)
+    # Who is carrying the intent out right now (0011_reliability), on the database's clock: two processes
+    # that find the same intent (a command and the controller's next tick) never both send it to SageMaker.
+    carry_holder: Mapped[str | None] = mapped_column(String(64))
+    carry_until: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     ended_by: Mapped[str | None] = mapped_column(String(32))
     ended_reason: Mapped[str | None] = mapped_column(Text)

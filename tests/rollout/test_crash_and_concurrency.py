@@ -13,7 +13,7 @@ from bot.rollouts import executor
 from bot.rollouts import service as rollouts
 from bot.slack import outbox
 from bot.store.foundation import JobLease
-from bot.rollouts.tables import RolloutEvent
+from bot.rollouts.tables import Rollout, RolloutEvent
 from jobs import rollout_controller
 from tests.harness import app_env, run_jobs_once
 from tests.rollout.conftest import Traffic, deliver_all, put_traffic, weights
@@ -147,10 +147,13 @@ def test_worker_process_killed_mid_transition_then_run_again(services, slack, ch
     assert r.pending is not None and r.state == ("progressing" if shift else "rolled_back")
     assert weights() == ({"v41": 0.75, "v42": 0.25} if shift else {"v41": 0.9, "v42": 0.1})
     assert pages(slack) == []
-    # The dead worker's job lease would run out after a minute; the test does not wait for it.
+    # The dead worker's job lease would run out after a minute, and its claim on carrying the rollout's change
+    # out after 20 s; the test does not wait for them.
     with services.store.session() as s:
         s.execute(update(JobLease).where(JobLease.name == rollout_controller.NAME)
                   .values(expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.execute(update(Rollout).where(Rollout.id == rollout_id)
+                  .values(carry_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
 
     for _ in range(2):
         again = run_jobs_once(env)
@@ -192,3 +195,34 @@ def test_sagemaker_refusing_a_shift_is_said_once_and_retried_until_done(services
     assert rollouts.load(services, rollout_id).pending is None
     assert len(step_messages(slack, parent, "Step 2 of 3")) == 1
     assert len([m for m in slack.thread("C0CHURN", parent) if m["text"].startswith(":warning:")]) == 1
+
+
+def test_two_processes_finding_the_same_intent_send_it_once(make_services, rollout_aws, slack, churn_endpoint, t0,
+                                                             sagemaker_proxy):
+    """A command (or the run watcher) carrying its transition out while the controller's tick finds the same
+    intent among the leftovers: one of them sends the weights, the other sees the claim and leaves it."""
+    from bot.rollouts.plans import plan_enter_step
+    from bot.rollouts.states import Event
+
+    web, worker = make_services(), make_services()
+    rollout_id, _ = deploy(web, slack, t0)
+    settings = churn(web).rollout
+    for round_ in range(3):  # the race is a matter of timing: give it a few chances
+        r = rollouts.load(web, rollout_id)
+        executor.commit(web, r, plan_enter_step(r, settings, r.step_index + 1, t0 + timedelta(minutes=30 + round_),
+                                                kind=Event.SHIFT))
+        before = len(sagemaker_proxy.weight_calls)
+        barrier = threading.Barrier(2)
+
+        def carry(services):
+            barrier.wait()
+            executor.carry_out(services, rollout_id, deliver=False)
+
+        threads = [threading.Thread(target=carry, args=(s,)) for s in (web, worker)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        rollout_controller.tick(worker, t0 + timedelta(minutes=31 + round_))  # finishes what a loser left
+        assert len(sagemaker_proxy.weight_calls) - before == 1, sagemaker_proxy.weight_calls[before:]
+        assert rollouts.load(web, rollout_id).pending is None

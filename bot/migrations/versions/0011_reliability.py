@@ -1,5 +1,6 @@
-"""reliability: PagerDuty delivered apart from Slack (its own claim, back-off and owed time per page), and the
-deploy that waits for a rollout in progress to end (rollouts.next_deploy)
+"""reliability: PagerDuty delivered apart from Slack (its own claim, back-off and owed time per page), the
+deploy that waits for a rollout in progress to end (rollouts.next_deploy), and who is carrying a rollout's
+intent out right now (rollouts.carry_holder/carry_until)
 
 Revision ID: 0011_reliability
 Revises: 0001_foundation
@@ -30,11 +31,14 @@ def upgrade() -> None:
     op.create_index("ix_pages_pd_next_attempt_at", "pages", ["pd_next_attempt_at"])
     with op.batch_alter_table("rollouts") as batch:
         batch.add_column(sa.Column("next_deploy", sa.JSON))
+        batch.add_column(sa.Column("carry_holder", sa.String(64)))
+        batch.add_column(sa.Column("carry_until", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("rollouts") as batch:
-        batch.drop_column("next_deploy")
+        for column in ("carry_until", "carry_holder", "next_deploy"):
+            batch.drop_column(column)
     op.drop_index("ix_pages_pd_next_attempt_at", table_name="pages")
     with op.batch_alter_table("pages") as batch:
         for column in ("pd_last_error", "pd_owed_since", "pd_next_attempt_at", "pd_attempts", "pd_claim_until",
