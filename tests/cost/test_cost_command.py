@@ -68,6 +68,10 @@ def test_every_model_largest_first_with_the_total_and_what_candidates_cost_and_s
             "hosting price in us-east-1") in text
     assert "+1 variant of unknown cost, not in the total" in text
     assert "a month is 730 hours" in text and "$0/month" not in text.split("fraud")[1]
+    for bad, words in [("cost churn --days 0", "--days needs a whole number of days from 1 to 365"),
+                       ("cost churm", "unknown model `churm`. Did you mean `churn`?"),
+                       ("cost churn fraud", "unexpected `fraud`")]:
+        assert words in ack(services, bad)["text"], bad
 
     # /model status: the board's line and the single-model view
     with services.store.session() as s:
