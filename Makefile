@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SANDBOX_STAMP := $(VENV)/.installed-sandbox
 TEST_STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 # Set when SLACK_BOT_TOKEN is in the environment or in .env with a non-empty value, read as the app reads .env
 # (python-dotenv): `export ` before the name, quotes around the value, and the last assignment wins.
 HAVE_SLACK := $(or $(SLACK_BOT_TOKEN),$(shell test -f .env && sed -n "s/^[[:space:]]*\(export[[:space:]]\{1,\}\)\{0,1\}SLACK_BOT_TOKEN[[:space:]]*=[[:space:]]*[\"']\{0,1\}\([^[:space:]\#\"']*\).*/\2/p" .env | tail -1))
 
-.PHONY: run sandbox worker test bench install clean chromium chaos serving-image-test
+.PHONY: run sandbox worker test bench install clean chromium chaos serving-image-test docs image-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,13 @@ $(SANDBOX_STAMP): $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	@echo "Installing the test dependencies ..."
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[app,test,sandbox]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[app,test,sandbox,docs]'
 	touch $(TEST_STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	@echo "Installing the docs' dependencies (MkDocs, Material) ..."
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[app,docs]'
+	touch $(DOCS_STAMP)
 
 install: $(STAMP)
 
@@ -71,8 +77,18 @@ chaos: $(TEST_STAMP)
 serving-image-test: $(TEST_STAMP)
 	MODELBOT_IMAGE_TEST=1 $(PY) -m pytest -rs -p no:cacheprovider tests/serving/test_image.py $(PYTEST_ARGS)
 
+# modelbot's own image (the root Dockerfile) built offline and run with compose.yaml: web, worker and PostgreSQL, then a
+# signed /model help through it. Needs a Docker daemon and Compose (skipped, saying so, without them); minutes.
+image-test: $(TEST_STAMP)
+	MODELBOT_IMAGE_TEST=1 $(PY) -m pytest -rs -p no:cacheprovider tests/deploy $(PYTEST_ARGS)
+
+# The documentation site into site/ (open site/index.html); the references are generated from the code (docs/hooks.py).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+	@echo "The site is in site/: open site/index.html"
+
 bench: $(TEST_STAMP)
 	for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .airflow-venv .pytest_cache .sandbox
+	rm -rf $(VENV) .airflow-venv .pytest_cache .sandbox site
