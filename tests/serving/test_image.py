@@ -22,50 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.docker_images import base_image, download_wheels, image_test_skip, sh
 from tests.serving.conftest import ROOT, base_env
 
-DEBIAN_BASE = "modelbot-test-base:bookworm"
 IMAGE = "modelbot-serving-test:churn"
 BROKEN_IMAGE = "modelbot-serving-test:broken"
 
-
-def _docker_answers() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker client on PATH"
-    try:
-        proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                              timeout=20)
-    except subprocess.TimeoutExpired:
-        return "the Docker daemon did not answer `docker info` in 20 s"
-    return None if proc.returncode == 0 else f"no Docker daemon answers: {proc.stderr.strip()[:200]}"
-
-
-if os.environ.get("MODELBOT_IMAGE_TEST") != "1":
-    pytestmark = pytest.mark.skip(reason="builds and runs a Docker image (minutes): run `make serving-image-test`")
-elif (_why := _docker_answers()) is not None:
-    pytestmark = pytest.mark.skip(reason=_why)
-
-
-def sh(*args: str, timeout: float = 900, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def base_image(tmp: Path) -> str:
-    wanted = os.environ.get("MODELBOT_IMAGE_BASE")
-    if wanted:
-        return wanted
-    if sh("docker", "image", "inspect", DEBIAN_BASE, check=False).returncode == 0:
-        return DEBIAN_BASE
-    if shutil.which("mmdebstrap") is None:
-        pytest.skip(f"no base image: {DEBIAN_BASE} is absent and mmdebstrap is not installed to make it "
-                    "(apt-get install mmdebstrap), nor is MODELBOT_IMAGE_BASE set")
-    tarball = tmp / "base.tar"
-    sh("mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm", str(tarball))
-    sh("docker", "import", str(tarball), DEBIAN_BASE)
-    return DEBIAN_BASE
+if (_skip := image_test_skip()) is not None:
+    pytestmark = _skip
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +39,7 @@ def wheels(tmp_path_factory) -> Path:
     pip = [sys.executable, "-m", "pip"]
     sh(*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(path), str(ROOT))
     (wheel,) = path.glob("modelbot-*.whl")
-    sh(*pip, "download", "--quiet", "--dest", str(path), "-c", str(ROOT / "constraints.txt"), f"{wheel}[serving]")
-    return path
+    return download_wheels(path, f"{wheel}[serving]")
 
 
 @pytest.fixture(scope="module")
