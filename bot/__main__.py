@@ -29,7 +29,7 @@ def main() -> int:
     if missing:
         problems.append("Slack credentials are missing. Set these environment variables (or put them in .env):")
         problems.extend(f"    {m}" for m in missing)
-        problems.append("    Create the app from manifest.json (README: 'Create the Slack app') to get them.")
+        problems.append("    Create the app from manifest.json (docs/connect.md, 'Slack') to get them.")
     try:
         load_registry(settings.MODELS_FILE)
     except RegistryError as exc:
