@@ -506,7 +506,7 @@ def commands_reference() -> str:
     out = [COMMANDS_INTRO, "## `/model` in Slack", "", "| command | does | who may | page |", "|---|---|---|---|"]
     for name, spec in subcommands().items():
         page = COMMAND_PAGES.get(name)
-        link = f"[{page.removesuffix('.md')}](../{page})" if page else "**not documented**"
+        link = f"[{page.split('#')[0].removesuffix('.md').split('/')[-1]}](../{page})" if page else "**not documented**"
         usages = [u.strip() for u in spec.usage.split(" | ")]
         usage = "<br>".join(f"`/model {_cell(u)}`" for u in usages)
         who = "owners" if spec.mutating else "anyone"
