@@ -22,10 +22,12 @@ from collections import Counter
 
 import pytest
 
+from bot.integrations.cloudwatch import first_full_minute
+from bot.rollouts import service as rollouts
 from tests.conftest import provision_database
 from tests.endpoints import create_endpoint
 from tests.faults.conftest import (STEP_BACKDATE, WorkerProcess, evidence_minutes, put_bad_evidence, start_rollout,
-                                   utc_now, weights)
+                                   timedelta, utc_now, weights)
 from tests.harness import BOT_TOKEN, SIGNING_SECRET, app_env, wait_until
 
 ITERATIONS = int(os.environ.get("MODELBOT_CHAOS_ITERATIONS") or 5)
@@ -124,12 +126,17 @@ def test_bad_candidates_roll_back_once_and_page_once_under_kills_and_a_flaky_sla
             began = time.monotonic()
             name, endpoint = model_name(k), f"{model_name(k)}-prod"
             create_endpoint(endpoint, {STABLE: 1.0, CANDIDATE: 0.0})
-            before = utc_now() - STEP_BACKDATE
-            start_rollout(services, slack, name, endpoint=endpoint, stable=STABLE, candidate=CANDIDATE,
-                          run_id=f"deploy-{k}", channel="C0CHAOS", now=before)
+            rollout_id = start_rollout(services, slack, name, endpoint=endpoint, stable=STABLE,
+                                       candidate=CANDIDATE, run_id=f"deploy-{k}", channel="C0CHAOS",
+                                       now=utc_now() - STEP_BACKDATE)
             wait_until(lambda: weights(endpoint)[CANDIDATE] > 0, timeout=60, interval=0.1,
                        message=f"{name}'s first step")
-            put_bad_evidence(endpoint, STABLE, CANDIDATE, evidence_minutes(before, utc_now()))
+            # Into the step's whole minutes that are over. A worker may have begun the rollout itself (its tick
+            # found it pending) with its own step start, now: then a minute has to pass first.
+            step_start = rollouts.load(services, rollout_id).when("step_started_at")
+            wait_until(lambda: first_full_minute(step_start) + timedelta(minutes=1) <= utc_now(), timeout=130,
+                       interval=0.5, message=f"a whole minute of {name}'s first step")
+            put_bad_evidence(endpoint, STABLE, CANDIDATE, evidence_minutes(step_start, utc_now()))
             # Somewhere between "before the next tick" and "after the rollback": a worker dies mid-whatever.
             time.sleep(rng.uniform(0, 3 * TICK))
             victim = rng.choice(workers)
