@@ -57,7 +57,7 @@ def before_traffic(services, *, kind: str, model_name: str, endpoint: str, regio
     wanted = {name: t for name, t in desired(model.scaling, view, rollout).items() if name in (stable, candidate)}
     try:
         observed = services.autoscaling.read(region, [(endpoint, stable), (endpoint, candidate)])
-        recorded = [r for r in reconcile.recorded_for(services, model_name)
+        recorded = [r for r in reconcile.recorded_for(services, [model_name])
                     if r.endpoint == endpoint and r.variant in (stable, candidate)]
         reconcile.converge(services, model, endpoint, region, wanted, observed, recorded, utcnow())
     except AutoScalingError as exc:

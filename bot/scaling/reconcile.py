@@ -85,12 +85,10 @@ def reconcile(services, items: list[ModelInput], *, now: datetime | None = None)
     now = now or utcnow()
     result = PassResult(models=len(items))
     names = [i.model.name for i in items]
+    rows = recorded_for(services, names)
     with services.store.session() as s:
-        rows = list(s.scalars(select(ScalingTarget).where(ScalingTarget.model.in_(names)))) if names else []
         troubled = set(s.scalars(select(ScalingModel.model).where(ScalingModel.model.in_(names),
                                                                   ScalingModel.problem.is_not(None))))
-        for r in rows:
-            s.expunge(r)
     recorded: dict[str, list[ScalingTarget]] = {}
     for r in rows:
         recorded.setdefault(r.model, []).append(r)
@@ -282,9 +280,12 @@ def report_capacity_problem(services, model: Model, variant: str, share: float, 
     _problem(services, model, exc, now or utcnow(), text.capacity_not_asked(model.name, variant, share, str(exc)))
 
 
-def recorded_for(services, model_name: str) -> list[ScalingTarget]:
+def recorded_for(services, model_names: list[str]) -> list[ScalingTarget]:
+    """What modelbot recorded for these models' variants (detached rows)."""
+    if not model_names:
+        return []
     with services.store.session() as s:
-        rows = list(s.scalars(select(ScalingTarget).where(ScalingTarget.model == model_name)))
+        rows = list(s.scalars(select(ScalingTarget).where(ScalingTarget.model.in_(model_names))))
         for r in rows:
             s.expunge(r)
     return rows
