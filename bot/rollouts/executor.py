@@ -302,11 +302,26 @@ def _retire(services, r: Rollout, retire: Retire) -> dict[str, str]:
         sm.ensure_single_variant_config(state.config_name, retire.variant, retire.config, r.region,
                                         idle=(waiting,) if waiting else (),
                                         counts={v.name: v.instance_count for v in state.variants if v.instance_count})
-        capacity.clear_for_config(services, r.model, state, r.region, retire.config)
-        sm.update_endpoint_config(r.endpoint, retire.config, r.region)
-    except (sagemaker.SageMakerError, AutoScalingError) as exc:
+        scaling = _clear_scaling(services, r, state, retire.config)
+        try:
+            sm.update_endpoint_config(r.endpoint, retire.config, r.region)
+        except sagemaker.SageMakerError as exc:
+            raise sagemaker.SageMakerError(f"{exc} ({scaling})" if scaling else str(exc)) from None
+    except sagemaker.SageMakerError as exc:
         return {"note": f":warning: `{r.stable_variant}` was not retired and stays on the endpoint at 0%: {exc}"}
     return {}
+
+
+def _clear_scaling(services, r: Rollout, state: sagemaker.EndpointState, config: str) -> str | None:
+    """Deregisters the scalable targets of the variants `config` drops; what went wrong, if anything. A failure
+    does not stop the update: SageMaker refuses it only if a target is really there (a model without scaling,
+    whose role may not read Application Auto Scaling at all, has none)."""
+    try:
+        capacity.clear_for_config(services, r.model, state, r.region, config)
+    except AutoScalingError as exc:
+        log.warning("rollout %s: %s", r.id, exc)
+        return str(exc)
+    return None
 
 
 def _restore(services, r: Rollout, config: str | None) -> dict[str, str]:
@@ -322,10 +337,7 @@ def _restore(services, r: Rollout, config: str | None) -> dict[str, str]:
             f"SageMaker endpoint `{r.endpoint}` no longer has `{r.stable_variant}` and no earlier endpoint config "
             "was recorded; nothing was changed."
         )
-    try:
-        capacity.clear_for_config(services, r.model, state, r.region, config)
-    except AutoScalingError as exc:
-        log.warning("rollout %s: %s", r.id, exc)
+    _clear_scaling(services, r, state, config)
     sm.update_endpoint_config(r.endpoint, config, r.region)
     return {"restored": config}
 

@@ -131,3 +131,53 @@ def test_update_endpoint_refuses_to_remove_or_retype_a_variant_that_is_a_scalabl
                                      ScalableDimension="sagemaker:variant:DesiredInstanceCount")
     sm.update_endpoint(EndpointName="churn-prod", EndpointConfigName="only-v42")
     assert weights() == {"v42": 1.0}
+
+
+def test_the_retire_goes_ahead_without_application_auto_scaling_unless_a_target_is_really_there(
+        services, slack, sagemaker_proxy):
+    """fraud has no scaling table (and its role, say, no Application Auto Scaling rights): its promotion still
+    retires the old variant. With a target on the old variant that cannot be deregistered, SageMaker refuses, and
+    the thread says why."""
+    from bot.rollouts.tables import Rollout
+    from jobs import rollout_controller
+
+    old = datetime.now(timezone.utc) - timedelta(hours=3)
+    create_endpoint("fraud-prod", {"v1": (0.0, 1), "v2": (1.0, 1)})
+    for op in AAS_OPERATIONS:
+        sagemaker_proxy.fail_next(op, "AccessDeniedException", "not authorized", count=50)
+
+    def baked(stable: str, candidate: str) -> int:
+        parent = services.slack.chat_postMessage(channel="C0FRAUD", text=f"Rollout {stable} → {candidate}")["ts"]
+        with services.store.session() as s:
+            row = Rollout(model="fraud", active_model="fraud", source="slack", endpoint="fraud-prod", region=REGION,
+                          stable_variant=stable, candidate_variant=candidate, steps=[100.0], state="baking",
+                          step_index=0, step_started_at=old, target_weights={stable: 0.0, candidate: 1.0},
+                          thread_channel="C0FRAUD", thread_ts=parent, version=1)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    first = baked("v1", "v2")
+    rollout_controller.tick(services)
+    assert rollouts.load(services, first).state == "promoted" and weights("fraud-prod") == {"v2": 1.0}
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    sm.delete_endpoint(EndpointName="fraud-prod")
+    create_endpoint("fraud-prod", {"v2": (0.0, 1), "v3": (1.0, 1)}, config_name="fraud-prod-config-2")
+    with sagemaker_proxy._lock:
+        sagemaker_proxy._faults.clear()
+    aas().register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/fraud-prod/variant/v2",
+                                   ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                                   MinCapacity=1, MaxCapacity=2)
+    for op in AAS_OPERATIONS:
+        sagemaker_proxy.fail_next(op, "AccessDeniedException", "not authorized", count=50)
+    with services.store.session() as s:
+        s.get(Rollout, first).active_model = None
+    second = baked("v2", "v3")
+    rollout_controller.tick(services)
+    assert set(weights("fraud-prod")) == {"v2", "v3"}  # refused: v2 is still a scalable target
+    from bot.slack import outbox
+    outbox.deliver_due(services)
+    [note] = [m["text"] for m in slack.messages("C0FRAUD") if "was not retired" in m["text"]]
+    assert "must be deregistered as scalable targets" in note and "AccessDeniedException" in note
+    assert rollouts.load(services, second).state == "promoted"
