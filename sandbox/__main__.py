@@ -35,6 +35,8 @@ def main() -> int:
         # outlive us if we just died. SIGINT is set here too because a shell script that starts us in the
         # background hands us SIGINT ignored, and Python then never raises KeyboardInterrupt.
         stopping.set()
+        if world.defer_interrupt():
+            return
         raise KeyboardInterrupt
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -62,6 +62,10 @@ def venv_ready(venv: Path = VENV) -> bool:
     return marker.exists() and marker.read_text() == _marker() and (venv / "bin" / "airflow").exists()
 
 
+def _lock_path(venv: Path) -> Path:
+    return Path(tempfile.gettempdir()) / f"modelbot-airflow-venv-{hashlib.sha1(str(venv).encode()).hexdigest()[:8]}.lock"
+
+
 def ensure_venv(progress: Callable[[str], None] | None = None) -> Path:
     """Installs Airflow into VENV unless the same version from the same pins is already there.
 
@@ -69,8 +73,7 @@ def ensure_venv(progress: Callable[[str], None] | None = None) -> Path:
     if venv_ready(VENV):
         return VENV
     VENV.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = Path(tempfile.gettempdir()) / f"modelbot-airflow-venv-{hashlib.sha1(str(VENV).encode()).hexdigest()[:8]}.lock"
-    with open(lock_path, "w") as lock:
+    with open(_lock_path(VENV), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once must not install over each other
         if venv_ready(VENV):
             return VENV
@@ -104,6 +107,34 @@ def ensure_venv(progress: Callable[[str], None] | None = None) -> Path:
         message = f"Installed Airflow {AIRFLOW_VERSION} into {VENV} in {time.monotonic() - started:.0f}s"
         (progress or (lambda m: print("\n" + m, file=sys.stderr)))(message)
     return VENV
+
+
+def worker_pins() -> list[str]:
+    """What the generated pipeline's tasks need besides Airflow and boto3 (docs/pipelines.md): pandas and numpy,
+    at the versions modelbot itself is tested with."""
+    return [line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.startswith(("pandas==", "numpy=="))]
+
+
+def ensure_pipeline_packages(venv: Path = VENV, progress: Callable[[str], None] | None = None) -> None:
+    """pandas and numpy in the Airflow venv, for the generated pipeline's tasks; once (a marker keeps the pins)."""
+    marker = venv / ".modelbot-pipeline-packages"
+    pins = worker_pins()
+    wanted = " ".join(sorted(pins)) + "\n"
+    if marker.exists() and marker.read_text() == wanted:
+        return
+    with open(_lock_path(venv), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once must not install over each other
+        if marker.exists() and marker.read_text() == wanted:
+            return
+        if progress:
+            progress(f"Adding {', '.join(pins)} to {venv} (the pipeline's tasks need them; once)")
+        result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                                 *pins, "-c", str(CONSTRAINTS)], capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"installing {', '.join(pins)} into {venv} failed (pip exit {result.returncode}):\n"
+                               + (result.stdout + result.stderr)[-4000:])
+        marker.write_text(wanted)
 
 
 def _base_env(venv: Path) -> dict[str, str]:
@@ -182,11 +213,13 @@ class AirflowProcess:
 
 
 def start_standalone(venv: Path, workdir: Path, moto_url: str, extra_env: dict[str, str] | None = None,
-                     port: int | None = None) -> AirflowProcess:
+                     port: int | None = None, dag_files: list[Path] | None = None) -> AirflowProcess:
+    """`airflow standalone` with `dag_files` (default: the example DAG dags/model_lifecycle.py) in its DAGs folder."""
     home, dags = workdir / "home", workdir / "dags"
     home.mkdir(parents=True, exist_ok=True)
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "dags" / "model_lifecycle.py", dags / "model_lifecycle.py")
+    for path in dag_files or [ROOT / "dags" / "model_lifecycle.py"]:
+        shutil.copy(path, dags / Path(path).name)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = _base_env(venv)

@@ -1,17 +1,25 @@
-"""Simulated production traffic: per-variant CloudWatch datapoints that follow each endpoint's real weights.
+"""Simulated production traffic: per-variant CloudWatch datapoints that follow each endpoint's real weights, and
+a real sample of requests answered by each variant's modelbot-serve.
 
 Every few seconds, for each endpoint, it reads the current variant weights from SageMaker (DescribeEndpoint,
-so a rollout's weight changes show up at once), draws the requests of that interval from a daily-shaped
-volume, splits them by weight, draws each variant's 5XX and 4XX errors from that variant's error rates, and
+so a rollout's weight changes show up at once), sends a few real requests to each variant that takes traffic
+(sandbox/sampling.py: InvokeEndpoint through the sandbox's hosting, where the variant's own model answers,
+400 or 500 included), draws the requests of that interval from a daily-shaped volume, splits them by weight,
+draws each variant's 5XX and 4XX errors at the rate its real sample showed plus the panel's injected rate, and
 writes Invocations, Invocation5XXErrors and Invocation4XXErrors to CloudWatch (namespace AWS/SageMaker,
 dimensions EndpointName and VariantName), as SageMaker publishes them, and ModelLatency as the aggregate it is
 (SampleCount and Sum, microseconds): each endpoint's `latency_ms`, times `new_variant_latency` for variants
-added later. At start it backfills the last day
-at 10-minute resolution, so status charts have a history.
+added later. At start it backfills the last day at 10-minute resolution, so status charts have a history, and
+replays calm days of churn's traffic (sandbox/world_clock.py) so its quality has a reference.
 
-A small HTTP control on 127.0.0.1 serves GET /state (per endpoint: variants, weights, live split, rates) and
-POST /rates {"endpoint", "variant", "rate_5xx", "rate_4xx"} (variant "*": variants added later); the sandbox page's "Simulated traffic" panel
-uses both. Run: python -m sandbox.traffic --config traffic.json --port N (AWS_* in the environment).
+It also keeps churn's world (sandbox/churn_world.py): the labels of churn's predictions, uploaded after a
+delay, and the drift the page's control turns on.
+
+A small HTTP control on 127.0.0.1 serves GET /state (per endpoint: variants, weights, live split, injected
+and served rates, an example request; churn's world), POST /rates {"endpoint", "variant", "rate_5xx",
+"rate_4xx"} (variant "*": variants added later) and POST /world {"drift": true|false}; the sandbox page's
+panels use them. Run: python -m sandbox.traffic --config traffic.json --port N [--clock FILE] (AWS_* in the
+environment; AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME points at the hosting).
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from sandbox.churn_world import ChurnWorld
+from sandbox.sampling import Sampler
+from sandbox.world_clock import WorldClock, calm_schedule
 
 NAMESPACE = "AWS/SageMaker"
 TICK_SECONDS = 3.0
@@ -55,8 +67,10 @@ def draw_errors(rng: random.Random, requests: int, rate: float) -> int:
 class Simulation:
     """State shared by the writer loop and the control server; every method takes the lock."""
 
-    def __init__(self, config: dict[str, Any], region: str = "us-east-1", seed: int | None = None):
+    def __init__(self, config: dict[str, Any], region: str = "us-east-1", seed: int | None = None,
+                 sampler: Sampler | None = None, world: ChurnWorld | None = None):
         self.region = region
+        self.sampler, self.world = sampler, world
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         # endpoint -> {"per_minute", "stable": (5xx, 4xx), "new_variant": (5xx, 4xx), "variants": {name: rates}}
@@ -97,7 +111,14 @@ class Simulation:
                         for v, w in sorted(e["weights"].items())
                     ],
                 }
-            return {"endpoints": out, "errors": self.errors[-3:]}
+            errors = self.errors[-3:]
+        if self.sampler is not None:
+            for name, endpoint in out.items():
+                endpoint["example"] = self.sampler.example(name) if name in self.sampler.specs else None
+                for variant in endpoint["variants"]:
+                    variant["served"] = self.sampler.describe(name, variant["name"])
+            errors += self.sampler.errors[-2:]
+        return {"endpoints": out, "errors": errors, "world": self.world.state() if self.world else None}
 
     def set_rates(self, endpoint: str, variant: str, rate_5xx: float, rate_4xx: float) -> None:
         if endpoint not in self.endpoints:
@@ -138,7 +159,10 @@ class Simulation:
         return {"MetricName": metric, "Timestamp": when, "Value": float(value), "Unit": "None",
                 "Dimensions": [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]}
 
-    def _counts(self, e: dict, weights: dict[str, float], requests: int) -> dict[str, tuple[int, int, int]]:
+    def _counts(self, e: dict, weights: dict[str, float], requests: int,
+                served: dict[str, tuple[float, float]] | None = None) -> dict[str, tuple[int, int, int]]:
+        """Requests and 5XX/4XX errors per variant: its injected rates, plus the rates its real sample was
+        served with (`served`, variant -> (5XX rate, 4XX rate)), scaled to the simulated volume."""
         total = sum(weights.values())
         out = {}
         for variant, weight in weights.items():
@@ -146,7 +170,8 @@ class Simulation:
                 continue
             n = round(requests * weight / total)
             r5, r4 = e["variants"].get(variant, e["new_variant"])
-            out[variant] = (n, draw_errors(self.rng, n, r5), draw_errors(self.rng, n, r4))
+            s5, s4 = (served or {}).get(variant, (0.0, 0.0))
+            out[variant] = (n, draw_errors(self.rng, n, min(1.0, r5 + s5)), draw_errors(self.rng, n, min(1.0, r4 + s4)))
         return out
 
     def discover(self) -> None:
@@ -181,6 +206,11 @@ class Simulation:
             weights = self._weights(name)
             if weights is None:
                 continue
+            served = None
+            if self.sampler is not None and name in self.sampler.specs:
+                self.sampler.sample(name, weights, seconds)
+                self.sampler.forget(name, set(weights))
+                served = {v: self.sampler.served_rates(name, v) for v in weights}
             with self.lock:
                 e = self.endpoints[name]
                 e["weights"] = weights
@@ -192,7 +222,7 @@ class Simulation:
                 latency_us = {v: e["latency_ms"] * 1000 * e["latency"][v] * math.exp(self.rng.gauss(0, 0.05))
                               for v in weights}
                 requests = round(daily_volume(e["per_minute"], now) * seconds / 60)
-                counts = self._counts(e, weights, requests)
+                counts = self._counts(e, weights, requests, served)
                 scale = 60 / seconds
                 e["last_minute"] = {v: {"requests": round(n * scale), "errors_5xx": round(f5 * scale),
                                         "errors_4xx": round(f4 * scale)} for v, (n, f5, f4) in counts.items()}
@@ -209,6 +239,13 @@ class Simulation:
                                                 {"Name": "VariantName", "Value": variant}]})
         if data:
             self._put(data)
+        if self.world is not None:
+            self.world.write_due()
+            self.world.publish()
+
+    def weights_of(self, endpoint: str) -> dict[str, float]:
+        with self.lock:
+            return dict(self.endpoints[endpoint]["weights"])
 
 
 class _Control(BaseHTTPRequestHandler):
@@ -229,13 +266,21 @@ class _Control(BaseHTTPRequestHandler):
             self._send(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        if self.path != "/rates":
+        if self.path not in ("/rates", "/world"):
             self._send(404, {"error": "not found"})
             return
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            self.simulation.set_rates(str(body["endpoint"]), str(body["variant"]),
-                                      float(body["rate_5xx"]), float(body["rate_4xx"]))
+            if self.path == "/world":
+                if self.simulation.world is None:
+                    self._send(404, {"error": "this traffic simulation keeps no world (no quality story)"})
+                    return
+                if not isinstance(body.get("drift"), bool):
+                    raise ValueError('say {"drift": true} or {"drift": false}')
+                self.simulation.world.set_drift(body["drift"])
+            else:
+                self.simulation.set_rates(str(body["endpoint"]), str(body["variant"]),
+                                          float(body["rate_5xx"]), float(body["rate_4xx"]))
         except (KeyError, ValueError, TypeError) as exc:
             self._send(400, {"error": str(exc)})
             return
@@ -247,12 +292,24 @@ class _Control(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.traffic", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="JSON: {\"endpoints\": {name: {per_minute, stable, new_variant}}}")
+    parser.add_argument("--config", required=True, help="JSON: {\"endpoints\": {name: {per_minute, stable, "
+                                                         "new_variant, requests, instances}}, \"world\": {...}}")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tick", type=float, default=TICK_SECONDS)
+    parser.add_argument("--clock", help="the sandbox's clock file (sandbox/world_clock.py)")
     options = parser.parse_args(argv)
     with open(options.config) as f:
-        simulation = Simulation(json.load(f))
+        config = json.load(f)
+    boto = Config(connect_timeout=3, read_timeout=70, retries={"max_attempts": 1})
+    sampled = {name: spec for name, spec in config["endpoints"].items() if spec.get("requests")}
+    clock = WorldClock(options.clock)
+    world = None
+    if config.get("world"):
+        world = ChurnWorld(boto3.client("s3", region_name="us-east-1", config=boto), clock,
+                           config["world"]["labels"], world_uri=config["world"]["world_uri"])
+    sampler = Sampler(boto3.client("sagemaker-runtime", region_name="us-east-1", config=boto), sampled,
+                      world=world) if sampled else None
+    simulation = Simulation(config, sampler=sampler, world=world)
     handler = type("Control", (_Control,), {"simulation": simulation})
     server = ThreadingHTTPServer(("127.0.0.1", options.port), handler)
     server.daemon_threads = True
@@ -262,6 +319,17 @@ def main(argv: list[str] | None = None) -> None:
     simulation.discover()
     simulation.backfill()
     print(f"traffic control on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    if world is not None and sampler is not None:
+        endpoint = config["world"]["endpoint"]
+
+        def begin() -> None:  # calm days replayed from the clock's lag now, at one a second
+            lag = clock.schedule().lag_at(time.time())
+            clock.set(calm_schedule(time.time(), lag_days=lag / 86400))
+
+        world.publish()
+        answered = sampler.replay(endpoint, lambda: simulation.weights_of(endpoint), begin=begin,
+                                  running=lambda: clock.schedule().catching_up(time.time()), stopping=stopping)
+        print(f"replayed calm days of {endpoint}: {answered} requests answered", flush=True)
     last = time.monotonic()
     try:
         while not stopping.wait(options.tick):

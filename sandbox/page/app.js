@@ -396,114 +396,6 @@
   }
   function autosize(t) { t.style.height = "auto"; t.style.height = Math.min(t.scrollHeight, 160) + "px"; }
 
-  // ---- Simulated traffic panel ----
-  const pct = (x, digits) => (100 * x).toFixed(digits === undefined ? 1 : digits) + "%";
-  const COLORS = ["#1264a3", "#e8912d", "#2bac76", "#cd2553", "#7c3085"];
-
-  async function pollTraffic() {
-    let data;
-    try { data = await api("/api/traffic"); } catch (e) { return; }
-    const box = $("traffic");
-    if (!data.endpoints) { box.textContent = data.error || "Traffic simulation not running."; return; }
-    for (const [name, ep] of Object.entries(data.endpoints)) {
-      const sig = ep.variants.map((v) => v.name).join(",");
-      let card = box.querySelector('[data-endpoint="' + name + '"]');
-      if (!card || card.dataset.sig !== sig) {
-        const fresh = buildEndpointCard(name, ep);
-        if (card) card.replaceWith(fresh); else box.appendChild(fresh);
-        card = fresh;
-      }
-      card.querySelector(".volume").textContent = "~" + ep.per_minute.toLocaleString() + " requests/min";
-      ep.variants.forEach((v, i) => {
-        const seg = card.querySelector('[data-seg="' + v.name + '"]');
-        seg.style.width = (100 * v.share) + "%";
-        seg.textContent = v.share >= 0.12 ? v.name + " " + pct(v.share, 0) : "";
-        seg.title = v.name + " " + pct(v.share, 0);
-        const row = card.querySelector('[data-variant="' + v.name + '"]');
-        row.querySelector(".share").textContent = pct(v.share, 0);
-        const lm = v.last_minute || {};
-        card.querySelector('[data-observed="' + v.name + '"]').textContent = lm.requests ? "5XX " + pct(lm.errors_5xx / lm.requests, 2) + " · 4XX " + pct(lm.errors_4xx / lm.requests, 2) : "no traffic";
-        for (const [cls, key] of [[".r5", "rate_5xx"], [".r4", "rate_4xx"]]) {
-          const input = row.querySelector(cls);
-          if (document.activeElement !== input && input.dataset.dirty !== "1") input.value = (100 * v[key]).toFixed(2);
-        }
-      });
-      const next = card.querySelector("tr.new-variant");
-      for (const [cls, key] of [[".r5", "rate_5xx"], [".r4", "rate_4xx"]]) {
-        const input = next.querySelector(cls);
-        if (document.activeElement !== input && input.dataset.dirty !== "1") input.value = (100 * ep.new_variant[key]).toFixed(2);
-      }
-    }
-  }
-
-  function wireRates(tr, endpoint, variant) {
-    for (const input of tr.querySelectorAll("input")) input.addEventListener("input", () => { input.dataset.dirty = "1"; });
-    tr.querySelector("button").addEventListener("click", async () => {
-      const r5 = parseFloat(tr.querySelector(".r5").value) / 100, r4 = parseFloat(tr.querySelector(".r4").value) / 100;
-      const answer = await api("/api/traffic/rates", { endpoint, variant, rate_5xx: r5, rate_4xx: r4 });
-      if (answer.error) alert(answer.error);
-      for (const input of tr.querySelectorAll("input")) input.dataset.dirty = "0";
-      pollTraffic();
-    });
-  }
-
-  function buildEndpointCard(name, ep) {
-    const card = el("div", "endpoint");
-    card.dataset.endpoint = name;
-    card.dataset.sig = ep.variants.map((v) => v.name).join(",");
-    card.appendChild(el("div", "endpoint-head", "<b>" + esc(name) + "</b> <span class=\"volume\"></span>"));
-    const bar = el("div", "split");
-    bar.setAttribute("aria-label", "Traffic split of " + name);
-    ep.variants.forEach((v, i) => { const s = el("div", "seg"); s.dataset.seg = v.name; s.style.background = COLORS[i % COLORS.length]; bar.appendChild(s); });
-    card.appendChild(bar);
-    const table = el("table", "variants");
-    table.innerHTML = "<thead><tr><th>variant</th><th>share</th><th>5XX %</th><th>4XX %</th><th></th></tr></thead>";
-    const tbody = el("tbody");
-    ep.variants.forEach((v, i) => {
-      const tr = el("tr");
-      tr.dataset.variant = v.name;
-      tr.innerHTML = '<td><span class="dot" style="background:' + COLORS[i % COLORS.length] + '"></span>' + esc(v.name) + '</td><td class="share"></td>' +
-        '<td><input class="r5" type="number" min="0" max="100" step="0.1" aria-label="5XX error rate (%) of ' + esc(name) + " " + esc(v.name) + '"></td>' +
-        '<td><input class="r4" type="number" min="0" max="100" step="0.1" aria-label="4XX error rate (%) of ' + esc(name) + " " + esc(v.name) + '"></td>' +
-        '<td><button type="button" class="small-button" aria-label="Apply error rates to ' + esc(name) + " " + esc(v.name) + '">Apply</button></td>';
-      const obs = el("tr", "observed-row");
-      obs.innerHTML = '<td></td><td colspan="4" class="observed"></td>';
-      obs.querySelector(".observed").dataset.observed = v.name;
-      wireRates(tr, name, v.name);
-      tbody.append(tr, obs);
-    });
-    const next = el("tr", "new-variant");
-    next.innerHTML = '<td colspan="2">next new variant</td>' +
-      '<td><input class="r5" type="number" min="0" max="100" step="0.1" aria-label="5XX error rate (%) of ' + esc(name) + ' new variants"></td>' +
-      '<td><input class="r4" type="number" min="0" max="100" step="0.1" aria-label="4XX error rate (%) of ' + esc(name) + ' new variants"></td>' +
-      '<td><button type="button" class="small-button" aria-label="Apply error rates to ' + esc(name) + ' new variants">Apply</button></td>';
-    wireRates(next, name, "*");
-    tbody.append(next);
-    table.appendChild(tbody);
-    card.appendChild(table);
-    if (ep.note) card.appendChild(el("div", "panel-note", esc(ep.note)));
-    return card;
-  }
-
-  // ---- PagerDuty panel ----
-  async function pollPagerDuty() {
-    let data;
-    try { data = await api("/api/pagerduty"); } catch (e) { return; }
-    const ul = $("pagerduty");
-    const sig = JSON.stringify(data.events);
-    if (ul.dataset.sig === sig) return;
-    ul.dataset.sig = sig;
-    ul.innerHTML = "";
-    if (!data.events.length) { ul.appendChild(el("li", "empty", "No events yet.")); return; }
-    for (const e of data.events.slice().reverse()) {
-      const li = el("li", "pd-event");
-      li.appendChild(el("span", "pd-action " + esc(e.action || ""), esc(e.action || "")));
-      li.appendChild(el("span", "pd-summary", esc(e.summary || e.dedup_key || "")));
-      li.appendChild(el("span", "pd-key", esc((e.severity ? e.severity + " · " : "") + (e.dedup_key || ""))));
-      ul.appendChild(li);
-    }
-  }
-
   // Permalinks into the emulated workspace open the channel, and the thread, here.
   document.addEventListener("click", (e) => {
     const a = e.target.closest && e.target.closest("a[href]");
@@ -519,6 +411,6 @@
   setupComposer();
   selectChannel(state.channel);
   setInterval(poll, 1000);
-  pollTraffic(); setInterval(pollTraffic, 2000);
-  pollPagerDuty(); setInterval(pollPagerDuty, 2000);
+  // The sandbox's own panels (traffic, Try a request, churn's world, PagerDuty): panels.js.
+  window.sandboxPage = { api, el, esc };
 })();

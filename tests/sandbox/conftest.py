@@ -94,15 +94,41 @@ def sandbox(tmp_path_factory):
     if why:
         pytest.skip(why)
     process = SandboxProcess(tmp_path_factory.mktemp("sandbox"))
+    served: set[str] = set()
     try:
         url = process.wait_ready(timeout=900)  # the first run on a machine installs Airflow
         process.ready_seconds = time.monotonic() - process.started
         print(f"\nsandbox ready in {process.ready_seconds:.0f}s at {url}", file=sys.stderr)
         yield process
+        served = {line for line in started_by(process.workdir) if " -m serving " in line}
     finally:
         process.stop()
-    leftovers = [line for line in process.lines if "Stopped." in line]
-    assert leftovers, "the sandbox did not report that it stopped:\n" + "\n".join(process.lines[-20:])
+    stopped = [line for line in process.lines if "Stopped." in line]
+    assert stopped, "the sandbox did not report that it stopped:\n" + "\n".join(process.lines[-20:])
+    assert served, "no variant's modelbot-serve was running when the session ended"
+    deadline = time.monotonic() + 30
+    while started_by(process.workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = started_by(process.workdir)
+    assert not left, "these outlived the sandbox (modelbot-serve included):\n" + "\n".join(left)
+
+
+def started_by(workdir: Path) -> list[str]:
+    """Every live process that inherited a sandbox's environment: whatever it started, Airflow's and the
+    variants' modelbot-serve too."""
+    mark = f"MODELBOT_SANDBOX_DIR={workdir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if mark in environ.split(b"\0"):
+            found.append(f"{entry.name} {cmdline[:160]}")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -43,15 +43,15 @@ class Slack:
         link.click()
         expect(self.thread).to_be_visible()
 
-    def retrain(self, model: str, attempts: int = 3) -> None:
-        """`/model retrain <model>` in the current channel, as a person would: sent again when modelbot says
-        Airflow did not answer and no run of the model showed up anyway (an overloaded machine's Airflow can
-        take longer than modelbot's 10 s to answer a trigger)."""
+    def retrain(self, model: str, *conf: str, attempts: int = 3) -> None:
+        """`/model retrain <model> [key=value ...]` in the current channel, as a person would: sent again when
+        modelbot says Airflow did not answer and no run of the model showed up anyway (an overloaded machine's
+        Airflow can take longer than modelbot's 10 s to answer a trigger)."""
         runs = self.message(re.compile(rf"{model}\b.* retraining run"))
         refused = self.message(re.compile(rf"`{model}_lifecycle` was not triggered"))
         for _ in range(attempts):
             runs_before, refused_before = runs.count(), refused.count()
-            self.send(f"/model retrain {model}")
+            self.send(" ".join(["/model retrain", model, *conf]))
             for _ in range(120):
                 if runs.count() > runs_before:
                     return
@@ -64,3 +64,11 @@ class Slack:
                     return
                 self.page.wait_for_timeout(1000)
         raise AssertionError(f"/model retrain {model} did not start a run in {attempts} attempts")
+
+    @property
+    def panels(self) -> Locator:
+        return self.page.get_by_role("complementary", name="Sandbox panels")
+
+    def served(self, endpoint: str, variant: str) -> Locator:
+        """The traffic panel's line of what the variant's own modelbot-serve answered the real sample."""
+        return self.page.locator(f'[aria-label="What {endpoint} {variant} served"]')

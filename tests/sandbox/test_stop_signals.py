@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT, free_port
+from tests.sandbox.conftest import started_by
 
 
 def _moto_servers() -> set[int]:
@@ -34,13 +35,6 @@ def _processes():
                 continue
 
 
-def _started_by(workdir: Path) -> list[str]:
-    """Every live process that inherited this sandbox's environment: whatever it started, Airflow's too."""
-    mark = f"MODELBOT_SANDBOX_DIR={workdir}".encode()
-    return [f"{pid} {cmdline.decode(errors='replace')[:120]}" for pid, cmdline, environ in _processes()
-            if mark in environ.split(b"\0")]
-
-
 def _as_a_background_job() -> None:
     # What a shell script does to a command it starts with `&`: SIGINT ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,12 +42,18 @@ def _as_a_background_job() -> None:
 
 EMULATOR = "Starting the Slack emulator"  # moto is up
 AIRFLOW = "Starting Airflow"  # `airflow standalone` is being started, from its own thread
+SERVING = "Starting the simulated traffic"  # churn and fraud are on their endpoints: the hosting starts their servers
+
+
+def _serving(workdir: Path) -> list[str]:
+    return [line for line in started_by(workdir) if " -m serving " in line]
 
 
 @pytest.mark.parametrize("signum, background, after", [
-    (signal.SIGHUP, False, EMULATOR), (signal.SIGTERM, False, EMULATOR), (signal.SIGINT, False, EMULATOR),
+    (signal.SIGHUP, False, EMULATOR), (signal.SIGTERM, False, SERVING), (signal.SIGINT, False, EMULATOR),
     (signal.SIGINT, True, EMULATOR), (signal.SIGINT, False, AIRFLOW)],
-    ids=["SIGHUP", "SIGTERM", "Ctrl-C", "Ctrl-C, started in the background by a script", "Ctrl-C as Airflow starts"])
+    ids=["SIGHUP", "SIGTERM with the variants' modelbot-serve running", "Ctrl-C",
+         "Ctrl-C, started in the background by a script", "Ctrl-C as Airflow starts"])
 def test_a_signal_while_starting_stops_every_child(tmp_path, signum, background, after):
     before = _moto_servers()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AIRFLOW_", "AWS_", "PAGERDUTY_"))}
@@ -69,6 +69,11 @@ def test_a_signal_while_starting_stops_every_child(tmp_path, signum, background,
                 break
         started = _moto_servers() - before
         assert started, "the sandbox did not start moto:\n" + "\n".join(lines)
+        if after == SERVING:  # stop it once a variant's modelbot-serve (the hosting's child) is up
+            deadline = time.monotonic() + 60
+            while not _serving(tmp_path) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _serving(tmp_path), "no modelbot-serve started:\n" + "\n".join(lines)
         proc.send_signal(signum)
         out, _ = proc.communicate(timeout=150)  # generous: a busy machine; Airflow is given 60 s to stop
         lines += out.splitlines()
@@ -79,6 +84,6 @@ def test_a_signal_while_starting_stops_every_child(tmp_path, signum, background,
     assert "Stopped." in lines, "\n".join(lines)
     assert not [line for line in lines if "Ready:" in line], "the sandbox finished starting before it stopped"
     deadline = time.monotonic() + 30
-    while _started_by(tmp_path) and time.monotonic() < deadline:
+    while started_by(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _started_by(tmp_path), "these outlived the sandbox:\n" + "\n".join(_started_by(tmp_path))
+    assert not started_by(tmp_path), "these outlived the sandbox:\n" + "\n".join(started_by(tmp_path))

@@ -73,3 +73,43 @@ def test_a_variant_added_later_gets_the_new_variant_rates(aws):
     assert new["Invocation5XXErrors"] / new["Invocations"] == pytest.approx(0.08, rel=0.15)
     assert old["Invocation5XXErrors"] / old["Invocations"] == pytest.approx(0.002, rel=0.5)
     assert new["Invocation4XXErrors"] == 0
+
+
+class _Runtime:
+    """InvokeEndpoint as the hosting answers: every `fail_every`-th request of `variant` is the model's 500."""
+
+    def __init__(self, variant: str, fail_every: int):
+        self.variant, self.fail_every, self.calls = variant, fail_every, {}
+
+    def invoke_endpoint(self, **kw):
+        from botocore.exceptions import ClientError
+
+        n = self.calls[kw["TargetVariant"]] = self.calls.get(kw["TargetVariant"], 0) + 1
+        if kw["TargetVariant"] == self.variant and n % self.fail_every == 0:
+            raise ClientError({"Error": {"Code": "ModelError", "Message": "Received server error (500)"},
+                               "OriginalStatusCode": 500,
+                               "OriginalMessage": '{"error": "the model\'s predictions do not match its response '
+                                                  'schema", "errors": [{"field": "predictions[0]", "message": '
+                                                  '"1.3 is greater than the maximum of 1"}]}'}, "InvokeEndpoint")
+        return {"Body": None, "InvokedProductionVariant": kw["TargetVariant"]}
+
+
+def test_the_real_samples_errors_are_scaled_into_cloudwatchs_counts(aws):
+    from sandbox.sampling import Sampler
+
+    _endpoint("fraud-prod", {"v17": 0.5, "v18": 0.5})
+    runtime = _Runtime("v18", fail_every=10)
+    sampler = Sampler(runtime, {"fraud-prod": {"requests": "fraud", "instances": 1}}, per_second=10)
+    sim = Simulation({"endpoints": {"fraud-prod": {"per_minute": 100000, "stable": [0.0, 0.0],
+                                                   "new_variant": [0.0, 0.0]}}}, seed=3, sampler=sampler)
+    sim.discover()
+    start = datetime.now(timezone.utc) - timedelta(minutes=1)
+    sim.tick(60)  # 600 real requests to each variant: v18's model answered 10% of them 500
+    assert runtime.calls == {"v17": 600, "v18": 600}
+    old, new = _sums("fraud-prod", "v17", start), _sums("fraud-prod", "v18", start)
+    assert old["Invocation5XXErrors"] == 0  # nothing injected, nothing served wrong
+    assert new["Invocation5XXErrors"] / new["Invocations"] == pytest.approx(0.10, rel=0.15)
+    served = sim.state()["endpoints"]["fraud-prod"]["variants"][1]["served"]
+    assert served["rate_5xx"] == pytest.approx(0.1, abs=0.01) and served["window"] == 300
+    assert served["last_error"]["status"] == 500
+    assert "predictions[0]: 1.3 is greater than the maximum of 1" in served["last_error"]["message"]
