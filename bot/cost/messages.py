@@ -160,6 +160,3 @@ def render_detail(d: Detail, *, sized: bool) -> tuple[str, list[dict]]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note[:SECTION_LIMIT]}]})
     return "\n".join([title] + lines)[:3900], blocks
 
-
-def chart_note(where: str) -> str:
-    return f":bar_chart: The instance chart is in {where}."

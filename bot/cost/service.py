@@ -28,14 +28,6 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 365
 
 
-def parse_days(raw: str | None) -> int:
-    """--days N; ValueError says what is wrong."""
-    if raw is None:
-        return DEFAULT_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise ValueError(f"--days needs a whole number of days from 1 to {MAX_DAYS}, not {raw!r}")
-    return int(raw)
-
 
 @dataclass(frozen=True)
 class RolloutRole:

@@ -122,14 +122,6 @@ def report(services, model: Model, days: int = DEFAULT_DAYS, *, today: date | No
     return out
 
 
-def parse_days(raw: str | None) -> int:
-    """--days N; ValueError says what is wrong."""
-    if raw is None:
-        return DEFAULT_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise ValueError(f"--days needs a whole number of days from 1 to {MAX_DAYS}, not {raw!r}")
-    return int(raw)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # The Retrain button

@@ -77,3 +77,12 @@ def parse_key_values(words: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise UsageError(f"{code(key)} is not a valid key (letters, digits, '_', '-', '.')")
         conf[key] = value
     return conf
+
+
+def days_option(raw: str | None, *, default: int = 30, maximum: int = 365) -> int:
+    """`--days N` of a report; a usage error says what a good value is."""
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise UsageError(f"--days needs a whole number of days from 1 to {maximum}, not {code(raw)}.")
+    return int(raw)

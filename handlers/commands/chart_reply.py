@@ -24,13 +24,14 @@ def destination(inv: Invocation) -> tuple[str, str | None, str]:
     return channel, None, "a direct message to you"
 
 
-def post_chart(inv: Invocation, draw: Callable[[], object], what: str) -> str:
-    """Draws (draw() -> RenderedChart) and posts the chart; returns the line for the reply (never raises)."""
+def post_chart(inv: Invocation, draw: Callable[[], object], what: str, *, title: str = "chart") -> str:
+    """Draws (draw() -> RenderedChart) and posts the chart; returns the line for the reply (never raises).
+    `what` names it in the log, `title` in the reply ("The instance chart is in ...")."""
     try:
         chart = draw()
         channel, thread_ts, where = destination(inv)
         post_rendered(inv.services.slack, channel, thread_ts, chart)
-        return f":bar_chart: The chart is in {where}."
+        return f":bar_chart: The {title} is in {where}."
     except ChartPostError as exc:
         return f":warning: {escape(str(exc))}"
     except (SlackApiError, SlackClientError) as exc:

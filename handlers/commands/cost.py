@@ -5,26 +5,17 @@ the thread of a mention: an ephemeral reply cannot carry a file)."""
 
 from __future__ import annotations
 
-import logging
-
-from slack_sdk.errors import SlackApiError, SlackClientError
-
 from bot.cost import chart_data
 from bot.cost import messages as text
 from bot.cost import service as cost
-from bot.slack.charts import ChartPostError, post_rendered
-from bot.slack.command_line import UsageError
+from bot.slack.command_line import days_option
 from bot.slack.text import escape
+from handlers.commands import chart_reply
 from handlers.commands.spec import Ack, Invocation, Subcommand
-
-log = logging.getLogger(__name__)
 
 
 def _days(inv: Invocation) -> int:
-    try:
-        return cost.parse_days(inv.line.options.get("days"))
-    except ValueError as exc:
-        raise UsageError(escape(str(exc)) + ".") from None
+    return days_option(inv.line.options.get("days"), default=cost.DEFAULT_DAYS, maximum=cost.MAX_DAYS)
 
 
 def _context(note: str) -> dict:
@@ -51,29 +42,6 @@ def quick_cost(inv: Invocation) -> Ack:
                follow_up=True)
 
 
-def _destination(inv: Invocation) -> tuple[str, str | None, str]:
-    if inv.thread_ts:
-        return inv.channel_id, inv.thread_ts, "this thread"
-    channel = inv.services.slack.conversations_open(users=inv.user_id)["channel"]["id"]
-    return channel, None, "a direct message to you"
-
-
-def _post_chart(inv: Invocation, d: cost.Detail) -> str:
-    """Posts the chart; returns the line that says where it is, or why it is not there (never raises)."""
-    try:
-        rendered = chart_data.chart(inv.services, d)
-        channel, thread_ts, where = _destination(inv)
-        post_rendered(inv.services.slack, channel, thread_ts, rendered)
-        return text.chart_note(where)
-    except ChartPostError as exc:
-        return f":warning: {escape(str(exc))}"
-    except (SlackApiError, SlackClientError) as exc:
-        return f":warning: chart not posted: Slack did not open a direct message with you ({escape(str(exc)[:120])})"
-    except Exception as exc:
-        log.exception("cost chart of %s failed", inv.model.name)
-        return f":warning: chart not available: it could not be drawn ({type(exc).__name__}; logged)"
-
-
 def run_cost(inv: Invocation) -> None:
     """After the ack (and for mentions): right-sizing and the chart, then the whole reply again."""
     days = _days(inv)
@@ -86,7 +54,8 @@ def run_cost(inv: Invocation) -> None:
         return
     d = cost.detail(inv.services, inv.model, days)
     cost.rightsize(inv.services, d)
-    note = _post_chart(inv, d)
+    note = chart_reply.post_chart(inv, lambda: chart_data.chart(inv.services, d), f"cost of {inv.model.name}",
+                              title="instance chart")
     body, blocks = text.render_detail(d, sized=True)
     inv.reply(text=f"{body}\n{note}", blocks=blocks + [_context(note)])
 

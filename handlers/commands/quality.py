@@ -7,17 +7,14 @@ from __future__ import annotations
 from bot.quality import chart_data
 from bot.quality import messages as text
 from bot.quality import service as quality
-from bot.slack.command_line import UsageError
+from bot.slack.command_line import days_option
 from bot.slack.text import escape
 from handlers.commands import chart_reply
 from handlers.commands.spec import Ack, Invocation, Subcommand
 
 
 def _days(inv: Invocation) -> int:
-    try:
-        return quality.parse_days(inv.line.options.get("days"))
-    except ValueError as exc:
-        raise UsageError(escape(str(exc)) + ".") from None
+    return days_option(inv.line.options.get("days"), default=quality.DEFAULT_DAYS, maximum=quality.MAX_DAYS)
 
 
 def _not_measured(inv: Invocation) -> dict:

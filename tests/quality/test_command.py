@@ -45,7 +45,7 @@ def test_the_reply_and_the_chart_in_a_direct_message(services, slack):
 
 def test_bad_requests_say_what_was_wrong(services):
     for text, words in [("quality churn --days 0", "--days needs a whole number of days from 1 to 365"),
-                        ("quality churn --days week", "not 'week'"),
+                        ("quality churn --days week", "not `week`"),
                         ("quality", "missing the model name"),
                         ("quality churm", "unknown model `churm`. Did you mean `churn`?")]:
         assert words in ack(services, text)["text"], text
