@@ -3,6 +3,8 @@
 The DAG file must not import modelbot (workers run it without modelbot installed), so modelbot runs the DAG
 file's steps instead of keeping a copy of them: the check does exactly what the DAG would, metrics included.
 Loaded by path because dags/ is not a package; outside Airflow the file defines its steps and builds no DAG.
+bot/pipelines/dags is a link to the repository's dags/ folder, so an installed modelbot (a wheel, pip from git)
+carries the DAG files too: `modelbot pipeline check` in a model package's CI finds them without a checkout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 ENV = "MODELBOT_PIPELINES_FILE"
-DEFAULT = Path(__file__).resolve().parents[2] / "dags" / "modelbot_pipelines.py"
+DEFAULT = Path(__file__).parent / "dags" / "modelbot_pipelines.py"
 _lock = threading.Lock()
 _loaded: dict[Path, ModuleType] = {}
 

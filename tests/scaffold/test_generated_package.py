@@ -149,3 +149,7 @@ def test_the_template_ships_in_modelbots_wheel(tmp_path):
                 if p.is_file() and "__pycache__" not in p.parts}
     assert expected - shipped == set(), "template files missing from the wheel: fix [tool.setuptools.package-data]"
     assert Path(ROOT / "bot" / "scaffold" / "template" / "project" / ".github").is_dir()
+    # The generated package's CI runs `modelbot pipeline check` against an installed modelbot, which has no dags/
+    # folder: the DAG files travel in the wheel where bot/pipelines/dag_file.py looks for them.
+    dag_files = {f"bot/pipelines/dags/{p.name}" for p in (ROOT / "dags").glob("modelbot_*.py")}
+    assert len(dag_files) == 4 and dag_files <= set(zipfile.ZipFile(wheel).namelist())
