@@ -27,6 +27,7 @@ from bot.quality.measure import Window
 from bot.quality.tables import QualityDay, QualityEpisode
 from bot.registry import Model
 from bot.runs import service as runs
+from bot.runs.messages import ON_DECAY
 from bot.runs.tables import recent_runs
 from bot.slack import outbox
 from bot.slack.formatting import clock
@@ -36,7 +37,7 @@ from bot.store.foundation import insert_ignore
 log = logging.getLogger(__name__)
 
 CHART = "quality_chart"
-AUTO = "retrain_on_decay"
+AUTO = ON_DECAY  # the requester a run started by a decay carries
 RUNNING_STATES = ("queued", "running")
 
 

@@ -47,9 +47,17 @@ def run_duration(row: RunRecord) -> float | None:
     return ((end or utcnow()) - start).total_seconds()
 
 
+# Runs modelbot starts by itself put one of these names in the conf's requested_by (bot/quality: a decay with
+# retrain_on_decay = true).
+ON_DECAY = "retrain_on_decay"
+MODELBOT_REQUESTERS = {ON_DECAY: "modelbot, on a quality decay (`retrain_on_decay = true`)"}
+
+
 def who_started(row: RunRecord) -> str:
     if row.requested_by and SLACK_ID.match(row.requested_by):
         return mention(row.requested_by)
+    if row.requested_by in MODELBOT_REQUESTERS:
+        return MODELBOT_REQUESTERS[row.requested_by]
     if row.run_type == "scheduled":
         return "the Airflow scheduler"
     if row.requested_by:

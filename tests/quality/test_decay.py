@@ -14,6 +14,8 @@ from bot import audit
 from bot.quality.tables import QualityEpisode
 from bot.runs.tables import Candidate, Evaluation
 from bot.slack import outbox
+from bot.runs.messages import who_started
+from bot.runs.tables import RunRecord
 from handlers.actions import quality_buttons
 from sandbox.scripted_airflow import run_json
 from tests.quality.conftest import TODAY, at, capture_record, label_record
@@ -118,6 +120,9 @@ def test_retrain_on_decay_starts_the_retraining_and_says_so(world_for, slack, ai
     assert not [b for b in message["blocks"] if b["type"] == "actions"], "no button: the retraining is running"
     [entry] = [e for e in audit.recent(w.services.store, "churn") if e.action == "retrain"]
     assert (entry.user_id, entry.outcome, entry.detail["run_id"]) == ("retrain_on_decay", "ok", run_id)
+    # The run's thread says modelbot started it, not a person "retrain_on_decay in Airflow".
+    started_by = who_started(RunRecord(requested_by=posted.body["conf"]["requested_by"], run_type="manual"))
+    assert started_by == "modelbot, on a quality decay (`retrain_on_decay = true`)"
 
 
 def test_the_retrain_button_is_for_owners_checked_on_the_click_and_starts_one_run(world_for, slack, airflow):
