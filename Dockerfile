@@ -25,17 +25,15 @@ RUN python3 -m venv /opt/venv \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
-# What a deployment reads besides the package: the DAG files for `modelbot pipeline check`, the example models file
-# and the Slack app manifest.
-COPY --from=build /src/dags /app/dags
+# Beside the package (which carries the generated pipeline's DAG files for `modelbot pipeline check`): the example
+# models file and the Slack app manifest.
 COPY --from=build /src/models.example.toml /src/manifest.json /app/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=3000 \
     MODELS_FILE=/app/models.toml \
-    DATABASE_URL=sqlite:////app/data/modelbot.db \
-    MODELBOT_PIPELINES_FILE=/app/dags/modelbot_pipelines.py
+    DATABASE_URL=sqlite:////app/data/modelbot.db
 # A user to run as; /app/data holds the SQLite database when no DATABASE_URL names PostgreSQL.
 RUN useradd --create-home --user-group --uid 1000 modelbot \
     && mkdir -p /app/data \

@@ -74,8 +74,8 @@ ENVIRONMENT: dict[str, Env] = {
                                                 "pricing.md#where-the-prices-come-from"),
     "MODELBOT_QUALITY_INTERVAL_SECONDS": Env("300", "a model's quality is measured at most this often",
                                              "quality.md#turning-it-on"),
-    "MODELBOT_PIPELINES_FILE": Env("this checkout's dags/modelbot_pipelines.py", "the DAG file `modelbot pipeline "
-                                   "check` runs the steps of", "pipelines.md#modelbot-pipeline-check"),
+    "MODELBOT_PIPELINES_FILE": Env("the DAG file installed with modelbot (bot/pipelines/dags)", "the DAG file "
+                                   "`modelbot pipeline check` runs the steps of", "pipelines.md#modelbot-pipeline-check"),
     "MODELBOT_TEMPLATE_HOME": Env("a folder under the user's home", "where `modelbot new` keeps the template's git "
                                   "repository", "new-model.md#updating-how-the-template-is-found-and-versioned"),
     "AWS_ENDPOINT_URL_<SERVICE>": Env("AWS's", "boto3's own per-service endpoint (AWS_ENDPOINT_URL_SAGEMAKER, "
