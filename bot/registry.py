@@ -160,7 +160,8 @@ class ScalingSettings(_Strict):
 class Defaults(_Strict):
     region: str = Field(default="us-east-1", description="AWS region of the models that name none")
     alert_channel: ChannelId | None = Field(default=None, description=(
-        "channel ID where pages are posted, for models that name none; unset: the rollout's own channel"))
+        "channel ID where pages are posted, for models that name none; unset: the rollout's thread, else the "
+        "model's channel"))
     oncall: OncallId | None = Field(default=None, description=(
         "user group (S...) or user (U...) paged, for models that name none; unset: the model's owners"))
     admins: tuple[UserId, ...] = Field(default=(), description="user IDs (U...) that may do anything to any model")
