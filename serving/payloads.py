@@ -14,7 +14,9 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from serving.errors import FieldError, RequestError, bad_request, server_error, shorten
 from serving.loading import ServedModel
@@ -47,11 +49,47 @@ def decode(model: ServedModel, content_type: str, body: bytes) -> tuple[list, st
     raise unsupported_media_type(f"Content-Type {kind} is not accepted: send {accepted}")
 
 
+# Every digit mapped to "0", everything else to " ": a run of 20 zeros in the translated body is a number of 20
+# digits or more, one that orjson would read as a float (it has no integers past 64 bits).
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as the standard library's json reads it, through orjson (a tenth of the time) when that gives the
+    same. What orjson refuses (invalid JSON, UTF-16, NaN, a lone surrogate) and numbers of 20 digits or more (orjson
+    makes a float of an integer past 64 bits) are read by the standard library, whose error messages say where the
+    JSON is broken; NaN, infinity and lone surrogates, which it would let through to fail later, are 400s here."""
+    if _TWENTY_DIGITS not in body.translate(_DIGITS):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise bad_request(f"the body is not valid JSON: a string holds {json.dumps(exc.object[exc.start])}, half "
+                          "of a UTF-16 surrogate pair, which is not text") from None
+    return payload
+
+
+def _no_constant(name: str):
+    raise bad_request(f"the body is not valid JSON: {name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise bad_request(f"the number {shorten(text, 40)} is past the range of a 64-bit float")
+    return value
+
+
 def decode_json(body: bytes) -> list:
     if not body.strip():
         raise bad_request('the body is empty: send {"instances": [{...}, ...]}, one object per row')
     try:
-        payload = json.loads(body)
+        payload = parse_json(body)
     except UnicodeDecodeError as exc:
         raise bad_request(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -150,17 +188,22 @@ _INDEXES: dict[tuple[str, ...], pd.Index] = {}
 
 def to_frame(model: ServedModel, instances: list) -> pd.DataFrame:
     if model.float_columns:
-        # All-number columns: one float64 array (a missing value is NaN), five times faster than from_records
-        # at one row, and a number column stays float64 even when a request's values happen to be whole.
+        # All-number columns: one float64 array (a missing value is NaN), and a number column stays float64 even
+        # when a request's values happen to be whole. The frame is made from that array as its one block, the
+        # layout DataFrame(values) gives, without the constructor's inference: 3 us instead of 60-85 for
+        # from_records at one row.
+        columns = model.columns
         try:
-            values = np.array([[instance.get(c) for c in model.columns] for instance in instances], dtype=float)
+            values = np.array([instance.get(c) for instance in instances for c in columns], dtype=float)
         except (OverflowError, TypeError, ValueError):  # a number past float64's range: let pandas keep it
             pass
         else:
-            index = _INDEXES.get(model.columns)
+            index = _INDEXES.get(columns)
             if index is None:
-                index = _INDEXES[model.columns] = pd.Index(model.columns)
-            return pd.DataFrame(values, columns=index, copy=False)
+                index = _INDEXES[columns] = pd.Index(columns)
+            rows = len(instances)
+            return create_dataframe_from_blocks([(values.reshape(rows, len(columns)).T, np.arange(len(columns)))],
+                                                index=pd.RangeIndex.from_range(range(rows)), columns=index)
     columns = list(model.columns)
     if model.other_columns:
         seen = set(columns)
@@ -204,6 +247,14 @@ def check_response(model: ServedModel, predictions: list) -> None:
 
 
 def encode(predictions: list) -> bytes:
+    try:
+        answer = orjson.dumps({"predictions": predictions})
+    except orjson.JSONEncodeError:  # an integer past 64 bits, a lone surrogate: the standard library writes them
+        answer = b"null"
+    # orjson writes NaN and infinity as null: an answer with a null in it is written again by the standard
+    # library, which refuses them (and writes a None the model returned as null, as orjson did).
+    if b"null" not in answer:
+        return answer
     try:
         return json.dumps({"predictions": predictions}, allow_nan=False).encode()
     except ValueError:

@@ -96,6 +96,16 @@ def test_the_example_churn_model_serves_numbers_as_one_float_frame(tmp_path, mon
     assert answer.json()["predictions"] == pytest.approx(direct.tolist())
     frame = to_frame(served, rows)
     assert list(frame.columns) == churn_model.FEATURES and set(frame.dtypes) == {np.dtype("float64")}
+    # built from its block, the frame is the one pandas' constructor makes, and predict may change it
+    pd.testing.assert_frame_equal(frame, pd.DataFrame(rows, columns=churn_model.FEATURES, dtype=float),
+                                  check_index_type=True, check_column_type=True)
+    assert frame.to_numpy().flags.c_contiguous
+    frame["risk"] = frame["tenure_z"] * 2
+    frame.loc[0, "tenure_z"] = 9.0
+    assert frame.shape == (5, 3) and to_frame(served, rows).shape == (5, 2)
+    sparse = to_frame(served, [{"tenure_z": 1.5}, {"complaints_z": -2}])
+    assert sparse.to_dict(orient="list") == {"tenure_z": [1.5, pytest.approx(math.nan, nan_ok=True)],
+                                             "complaints_z": [pytest.approx(math.nan, nan_ok=True), -2.0]}
 
 
 # ---------------------------------------------------------------- bad requests: 400 naming each field
@@ -139,11 +149,29 @@ def test_nested_fields_and_optional_types_are_named_by_their_path(records):
                                             "wrap a single instance in a list"),
     ('{"instances": []}', '"instances" is empty'),
     ('{"instances": [{"tenure_months": 1, "plan": "pro"}, 7]}', "1 of 2 instances are not JSON objects"),
+    # Not JSON, though Python's json reads them: refused here, not passed on to fail in the schema or the log.
+    ('{"instances": [{"tenure_months": 1, "monthly_spend": NaN, "plan": "pro"}]}',
+     "the body is not valid JSON: NaN is not a JSON number (JSON has no NaN or Infinity)"),
+    ('{"instances": [{"tenure_months": 1, "monthly_spend": -Infinity, "plan": "pro"}]}',
+     "the body is not valid JSON: -Infinity is not a JSON number"),
+    ('{"instances": [{"tenure_months": 1, "monthly_spend": 1e400, "plan": "pro"}]}',
+     "the number 1e400 is past the range of a 64-bit float"),
+    ('{"instances": [{"tenure_months": 1, "plan": "pro\\ud800"}]}',
+     'the body is not valid JSON: a string holds "\\ud800", half of a UTF-16 surrogate pair, which is not text'),
 ])
 def test_malformed_bodies_are_400_saying_what_is_wrong(tabular, body, error):
     answer = invoke(tabular, body)
     assert answer.code == 400
     assert answer.json()["error"].startswith(error)
+
+
+def test_json_is_read_exactly_as_sent(tabular):
+    """orjson reads bodies, except where it would read them otherwise than the standard library (an integer past
+    64 bits would become a float: 10**25 + 1 % 100 is 1, not 64) or refuses what is JSON (a byte order mark)."""
+    huge = '{"instances": [{"tenure_months": 10000000000000000000000001, "plan": "pro"}]}'
+    assert invoke(tabular, huge).json() == {"predictions": [pytest.approx(SCALE * 1 / 100 + 0.25)]}
+    marked = '\ufeff{"instances": [{"tenure_months": 12, "plan": "pro\\u00e9"}]}'
+    assert invoke(tabular, marked).json()["errors"][0]["message"] == '"proé" is not one of "basic" or "pro"'
 
 
 def test_csv_rows_that_do_not_fit_are_400_by_row(tabular):
@@ -237,6 +265,9 @@ def test_numpy_and_pandas_outputs_become_json(tabular_model_dir):
                                                                 [pytest.approx(0.8), pytest.approx(0.2)]]),
         (pd.DataFrame({"p": [0.1, 0.2], "label": ["a", "b"]}), [{"p": 0.1, "label": "a"}, {"p": 0.2, "label": "b"}]),
         ([np.int64(1), np.float32(0.5)], [1, 0.5]),
+        # written by the standard library, as orjson cannot (past 64 bits) or writes NaN's way (null)
+        ([2**70, None], [2**70, None]),
+        (["café", "\u00e9t\u00e9"], ["café", "été"]),
     ]:
         app = ServingApp(replace(served, predict=lambda m, f, o=output: o, response=Schema.compile({}, "any")),
                          max_request_bytes=LIMIT)

@@ -157,7 +157,7 @@ def test_the_serving_extra_installs_alone_into_a_fresh_venv(tmp_path, wheels, ca
        env=base_env())
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(
         sh(str(venv / "bin" / "pip"), "list", "--format", "json", env=base_env()).stdout)}
-    assert {"modelbot", "pandas", "numpy", "gunicorn", "jsonschema-rs"} <= installed
+    assert {"modelbot", "pandas", "numpy", "gunicorn", "jsonschema-rs", "orjson"} <= installed
     assert installed.isdisjoint({"slack-sdk", "slack-bolt", "sqlalchemy", "matplotlib", "boto3", "botocore",
                                  "apache-airflow-client", "sagemaker-core", "psycopg", "alembic"}), installed
     assert (venv / "bin" / "modelbot-serve").exists() and (venv / "bin" / "serve").exists()

@@ -19,7 +19,7 @@ APP_ONLY = ("slack_sdk", "slack_bolt", "sqlalchemy", "alembic", "matplotlib", "b
             "charts", "sandbox")
 # The distribution of each import name the runtime may use, beside the standard library.
 RUNTIME_IMPORTS = {"serving": "modelbot", "pandas": "pandas", "numpy": "numpy", "gunicorn": "gunicorn",
-                   "jsonschema_rs": "jsonschema-rs"}
+                   "jsonschema_rs": "jsonschema-rs", "orjson": "orjson"}
 
 
 def requirement_name(spec: str) -> str:
@@ -62,5 +62,5 @@ def test_importing_the_runtime_loads_no_app_dependency():
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     loaded = {name.split(".")[0] for name in json.loads(proc.stdout)}
-    assert {"serving", "pandas", "gunicorn", "jsonschema_rs"} <= loaded
+    assert {"serving", "pandas", "gunicorn", "jsonschema_rs", "orjson"} <= loaded
     assert loaded.isdisjoint(APP_ONLY), sorted(loaded & set(APP_ONLY))
