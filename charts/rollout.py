@@ -35,6 +35,8 @@ from charts.style import (
     utc_times,
 )
 
+# Where an evidence ratio past any scale (infinite) is drawn: far above the decision line at 1.
+EVIDENCE_CAP = 1e6
 EVIDENCE_COLUMNS = ["at", "variant", "requests", "errors", "rate", "lower", "upper", "weight"]
 # Optional evidence columns, from the judgement (bot/rollouts/chart_data.py): the candidate's anytime-valid upper
 # bound and the stable rate plus the margin (a step shifts once the first is below the second), and both
@@ -222,8 +224,10 @@ def _evidence_panel(ax, frame: pd.DataFrame, candidate: str, handles: list, labe
     for column, colour, style, label in (("evidence", VERMILLION, "-", "worse: rolls back at 1"),
                                          ("shift_evidence", GREEN, "-", "within margin: shifts at 1")):
         y = rows[column].to_numpy(dtype=float)
-        shown = np.clip(y, 1e-6, None)
-        if np.isfinite(y).any():
+        # An overwhelming e-value is infinite (it overflowed): drawn at the top, off the scale, never at inf, which a
+        # log axis cannot place.
+        shown = np.clip(np.where(np.isposinf(y), EVIDENCE_CAP, y), 1e-6, EVIDENCE_CAP)
+        if np.isfinite(shown).any():
             line, = ax.plot(at, shown, color=colour, linestyle=style, linewidth=1.6)
             handles.append(line)
             labels.append(label)
@@ -333,8 +337,10 @@ def _alt_text(model, stable, candidate, t0, t1, latest, events, headline) -> str
         rates.append(f"{v} {fmt_pct(row['rate'])}{band}, {errors} errors in {requests} requests")
     parts.append("Latest error rates: " + "; ".join(rates) + ".")
     judged = latest.get(candidate)
-    if judged is not None and (np.isfinite(judged["evidence"]) or np.isfinite(judged["shift_evidence"])):
+    if judged is not None and not (np.isnan(judged["evidence"]) and np.isnan(judged["shift_evidence"])):
         def way(x, decision):
+            if np.isposinf(x):
+                return f"overwhelming evidence (beyond counting) to {decision}"
             return f"{x:.2g}x the evidence needed to {decision}" if np.isfinite(x) else f"no evidence to {decision}"
         parts.append(f"Judgement: {way(judged['evidence'], 'roll back')}; "
                      f"{way(judged['shift_evidence'], 'shift')}.")

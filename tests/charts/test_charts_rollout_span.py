@@ -118,3 +118,17 @@ def test_the_chart_reads_the_decisive_judgement_and_the_traffic_each_event_set(s
     assert list(events["kind"]) == ["start", "rollback"] and list(events["weight"]) == [10, 0]
     chart = rollout(evidence, events, "fraud", "v17", "v18")
     assert "candidate at 0% traffic, last event rollback" in chart.title and "v18 4.71%" in chart.alt_text
+
+
+def test_an_overwhelming_rollback_draws_and_says_so(valid_png):
+    """A 5% candidate against a 0.4% stable (tests/rollout's bad-candidate scenario) gives an e-value of 1e302, or
+    one that overflowed to infinity: the chart must still draw (a log axis up to 3e302 raised OverflowError while
+    rendering, so the rollback's thread had no chart) and its text must not call infinity 'no evidence'."""
+    evidence, events = sandbox_frames(before=False)
+    last = evidence.index[evidence["variant"] == "v18"][-1]
+    evidence.loc[last, ["evidence", "shift_evidence"]] = [1.014232e302, 7.256404e-59]
+    valid_png(rollout(evidence, events, "fraud", "v17", "v18").png, TALL)
+    evidence.loc[last, ["evidence", "shift_evidence"]] = [float("inf"), float("nan")]
+    chart = rollout(evidence, events, "fraud", "v17", "v18")
+    valid_png(chart.png, TALL)
+    assert "overwhelming evidence (beyond counting) to roll back; no evidence to shift" in chart.alt_text
