@@ -108,6 +108,15 @@ def test_the_example_churn_model_serves_numbers_as_one_float_frame(tmp_path, mon
                                              "complaints_z": [pytest.approx(math.nan, nan_ok=True), -2.0]}
 
 
+def test_mixed_columns_are_inferred_as_pandas_infers_records(tabular, records):
+    rows = [{"tenure_months": 12, "plan": "pro"}, {"tenure_months": 40, "monthly_spend": 30.5, "plan": "basic"}]
+    pd.testing.assert_frame_equal(to_frame(tabular.model, rows),
+                                  pd.DataFrame.from_records(rows, columns=["tenure_months", "monthly_spend", "plan"]))
+    nested = [{"age": 30, "address": {"country": "DE"}}, {"age": 80, "income": None, "address": {"country": "FR"}}]
+    frame = to_frame(records.model, nested)
+    pd.testing.assert_frame_equal(frame, pd.DataFrame.from_records(nested, columns=list(frame.columns)))
+
+
 # ---------------------------------------------------------------- bad requests: 400 naming each field
 
 def test_a_request_breaking_the_schema_names_every_failing_field(tabular):
