@@ -58,7 +58,13 @@ def train(frame: pd.DataFrame, conf: dict) -> dict:
 
 
 def predict(model: dict, features: pd.DataFrame) -> np.ndarray:
-    """P(churned == 1) for each row."""
+    """P(churned == 1) for each row.
+
+    modelbot-serve and the pipeline pass exactly the FEATURES columns, in that order: when they are the model's own,
+    the values are used as they come. Selecting columns by name costs pandas about 0.1 ms, ten times the rest of
+    this function, so it is done only for a frame in another order (a notebook's) or a model trained on others.
+    """
+    names = model["features"]
+    x = (features if features.columns.tolist() == names else features[names]).to_numpy(dtype=float)
     w = np.asarray(model["weights"])
-    x = features[model["features"]].to_numpy(dtype=float)
     return 1.0 / (1.0 + np.exp(-(w[0] + x @ w[1:])))
