@@ -176,19 +176,20 @@ class World:
         moto = self._child("moto", [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
                            dict(os.environ, PYTHONUNBUFFERED="1"))
         moto_url = f"http://127.0.0.1:{moto_port}"
-        _wait("moto", lambda: _get(moto_url + "/moto-api/") == 200, 60, moto)
-        for k, v in aws_env(moto_url).items():
-            os.environ[k] = v
         proxy = SageMakerProxy(moto_url).start()
         self.in_process.append(proxy)
         self.airflow_url = f"http://127.0.0.1:{free_port()}"
-        # Airflow takes the longest (and its first run installs it): it starts now, beside everything else.
+        # Airflow takes the longest (and its first run installs it): it starts now, beside everything else (it
+        # needs moto only once a task runs).
         airflow_started: dict = {}
         airflow_thread = threading.Thread(target=self._start_airflow, args=(moto_url, proxy.url, models,
                                                                             airflow_started),
                                           name="airflow-start", daemon=True)
         self.airflow_thread = airflow_thread
         airflow_thread.start()
+        _wait("moto", lambda: _get(moto_url + "/moto-api/") == 200, 60, moto)
+        for k, v in aws_env(moto_url).items():
+            os.environ[k] = v
         seeded: dict = {}
         seeding = threading.Thread(target=self._seed_aws, args=(proxy.url, models, seeded), name="seed",
                                    daemon=True)

@@ -97,7 +97,7 @@
     ep.variants.forEach((v, i) => { const s = el("div", "seg"); s.dataset.seg = v.name; s.style.background = COLORS[i % COLORS.length]; bar.appendChild(s); });
     card.appendChild(bar);
     const table = el("table", "variants");
-    table.innerHTML = "<thead><tr><th>variant</th><th>share</th><th title="injected">5XX %</th><th title="injected">4XX %</th><th></th></tr></thead>";
+    table.innerHTML = "<thead><tr><th>variant</th><th>share</th><th title='injected'>5XX %</th><th title='injected'>4XX %</th><th></th></tr></thead>";
     const tbody = el("tbody");
     ep.variants.forEach((v, i) => {
       const tr = el("tr");

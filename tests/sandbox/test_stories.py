@@ -103,6 +103,7 @@ def test_fraud_rolls_back_by_itself_and_pages(page, sandbox, retrains):
     pagerduty = page.get_by_role("list").filter(has_text=re.compile("trigger"))
     expect(page.locator("#pagerduty")).to_contain_text("acknowledge", timeout=MINUTE)
     expect(pagerduty).to_contain_text("trigger")
+    slack.panels.get_by_role("region", name="PagerDuty").scroll_into_view_if_needed()
     screenshot(page, "alerts")
 
 
