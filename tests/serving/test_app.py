@@ -102,7 +102,11 @@ def test_the_example_churn_model_serves_numbers_as_one_float_frame(tmp_path, mon
     assert frame.to_numpy().flags.c_contiguous
     frame["risk"] = frame["tenure_z"] * 2
     frame.loc[0, "tenure_z"] = 9.0
-    assert frame.shape == (5, 3) and to_frame(served, rows).shape == (5, 2)
+    frame.insert(0, "one", 1.0)
+    del frame["complaints_z"]
+    assert list(frame.columns) == ["one", "tenure_z", "risk"] and frame.loc[0, "tenure_z"] == 9.0
+    pd.testing.assert_frame_equal(to_frame(served, rows), pd.DataFrame(rows, columns=churn_model.FEATURES,
+                                                                       dtype=float))
     sparse = to_frame(served, [{"tenure_z": 1.5}, {"complaints_z": -2}])
     assert sparse.to_dict(orient="list") == {"tenure_z": [1.5, pytest.approx(math.nan, nan_ok=True)],
                                              "complaints_z": [pytest.approx(math.nan, nan_ok=True), -2.0]}
