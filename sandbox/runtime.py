@@ -25,12 +25,13 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3
 
-from sandbox.capture import CaptureWriter
-from sandbox.hosting import Hosting
+if TYPE_CHECKING:  # hosting.py's main() starts this server: the types only, no import cycle
+    from sandbox.capture import CaptureWriter
+    from sandbox.hosting import Hosting
 
 ACCOUNT = "123456789012"
 INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
