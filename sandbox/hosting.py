@@ -124,6 +124,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _unpack(tar: tarfile.TarFile, into: Path) -> None:
+    """model.tar.gz into the model directory, refusing members that would land outside it."""
+    if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+        tar.extractall(into, filter="data")
+        return
+    root = into.resolve()
+    for member in tar.getmembers():
+        if not (root / member.name).resolve().is_relative_to(root) or member.issym() or member.islnk():
+            raise tarfile.TarError(f"{member.name!r} would be unpacked outside the model directory")
+    tar.extractall(into)
+
+
 def _ping(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/ping", timeout=2) as answer:
@@ -277,7 +289,7 @@ class Hosting:
                 bucket, _, key = c.model_data_url.removeprefix("s3://").partition("/")
                 body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                 with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
-                    tar.extractall(model_dir, filter="data")
+                    _unpack(tar, model_dir)
         except (BotoCoreError, ClientError, tarfile.TarError, OSError) as exc:
             self._fail(c, f"the model data {c.model_data_url} could not be read and unpacked: {exc}")
             return
