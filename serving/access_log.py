@@ -13,6 +13,18 @@ import time
 
 MAX_ID_CHARS = 128
 
+# This process's id, as every line shows it: kept here rather than asked of the kernel at each line, and renewed
+# in each gunicorn worker forked from the process that loaded the model.
+_pid = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
+
 
 def clean_id(inference_id: str | None) -> str:
     """The caller's id as it may appear in a log line: printable, bounded ('-' when there is none)."""
@@ -35,7 +47,7 @@ class AccessLog:
         if second != self._second:  # threads racing here compute the same stamp
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             self._second = second
-        line = (f"{self._stamp},{int((now - second) * 1000):03d} INFO [{os.getpid()}] POST /invocations 200 {rows} "
+        line = (f"{self._stamp},{int((now - second) * 1000):03d} INFO [{_pid}] POST /invocations 200 {rows} "
                 f"{milliseconds:.1f} ms inference_id={inference_id}\n")
         try:
             os.write(self.fd, line.encode())

@@ -142,6 +142,9 @@ def test_each_invocation_is_logged_with_its_inference_id(server):
     assert "WARNING" in lines[bad] and " 400 " in lines[bad] and "instances[0].tenure_months" in lines[bad]
     assert "ERROR" in lines[broken] and " 500 " in lines[broken]
     assert "predictions[0]: 1.5 is greater than the maximum of 1" in lines[broken]
+    # each line names the worker that answered (the access log keeps its process id across gunicorn's fork)
+    workers = set(re.findall(r"Booting worker with pid: (\d+)", out))
+    assert {re.search(r"\[(\d+)\]", lines[i]).group(1) for i in (good, bad, broken)} <= workers, (lines, workers)
 
 
 def test_a_body_over_the_limit_is_413_and_the_connection_still_serves(server):
