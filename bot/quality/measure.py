@@ -192,7 +192,7 @@ def recompute_days(services, model: Model) -> set[tuple[str, date]]:
         dirty = conn.execute(select(QualityDay.id, QualityDay.variant, QualityDay.day).where(
             QualityDay.model == model.name, QualityDay.dirty.is_(True))).all()
     for day_id, variant, day in dirty:
-        with services.store.engine.begin() as conn:
+        with services.store.writing() as conn:
             labels, scores = join.pairs(conn, [day_id])
             result = metrics.score(model.metric, labels, scores)
             conn.execute(update(QualityDay).where(QualityDay.id == day_id).values(

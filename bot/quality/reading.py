@@ -301,7 +301,7 @@ def _outside_layout(store, source: Source, sink: Sink, obj) -> None:
     kind = formats.CAPTURE_MALFORMED if source.kind == "capture" else formats.LABEL_MALFORMED
     sink.problem(utcnow().date(), kind, f"s3://{source.bucket}/{obj.key}",
                  "not in a yyyy/mm/dd/hh/ folder, so not read")
-    with store.engine.begin() as conn:
+    with store.writing() as conn:
         counts, examples = sink.take_problems()
         bump_problems(conn, source.model, counts, examples)
         _record_file(conn, source, obj, OTHER, obj.size, done=True)
@@ -345,7 +345,7 @@ def _read_file(services, source: Source, sink: Sink, obj, hour: str, offset: int
 
 def _flush(store, source: Source, sink: Sink, obj, hour: str, offset: int, lines: int, *, done: bool,
            stats: ReadStats) -> None:
-    with store.engine.begin() as conn:
+    with store.writing() as conn:
         sink.flush(conn)
         _record_file(conn, source, obj, hour, offset, done=done)
         conn.execute(update(QualityCursor).where(QualityCursor.model == source.model,

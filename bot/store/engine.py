@@ -4,7 +4,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import normalise_database_url
@@ -59,6 +59,22 @@ class Store:
             raise
         finally:
             s.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A transaction that reads, then writes what it read decides. On SQLite it takes the write lock first
+        (BEGIN IMMEDIATE): in WAL mode a transaction that read and then writes fails at once with "database is
+        locked" when another connection committed in between (busy_timeout covers only waiting to begin).
+        PostgreSQL needs nothing: it commits on success, rolls back on error, like engine.begin()."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
